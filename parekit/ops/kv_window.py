@@ -1,0 +1,176 @@
+"""``parekit::KvWindow``: bound a KV cache to its first ``sink`` and last ``window`` tokens (StreamingLLM).
+
+    cache [B, H, T, D]  ─►  KvWindow{sink, window}  ─►  cache' [B, H, min(T, sink + window), D]
+
+Keep rule (shared with :mod:`parekit.ops.kv_window_mask`): along the sequence axis keep positions
+``[0, sink)`` and ``[T - window, T)``; when ``T <= sink + window`` the op is the identity (bit-exact).
+
+The body reads ``sink``/``window`` through ``ref_attr_name`` (one function serves every attribute set)
+and uses only Shape, Gather, Constant, Reshape, Sub, Max, Slice and Concat, all int64 shape arithmetic:
+no casts, no data-dependent ops; ``T`` stays a runtime dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.tape import Tape
+
+from parekit.ops.base import (
+    FLOAT_DTYPES,
+    AttrSpec,
+    AttrValue,
+    OpDef,
+    TensorSpec,
+    const_ints,
+    int_attr_ref,
+    register_op,
+)
+
+__all__ = [
+    "KV_WINDOW",
+    "SINK_ATTR",
+    "WINDOW_ATTR",
+    "KvWindow",
+    "build_keep_window",
+    "keep_window_reference",
+    "kept_length",
+    "keep_window_attributes",
+    "keep_window_shape",
+]
+
+SINK_ATTR = AttrSpec(
+    "sink", "int", default=4, minimum=0, doc="number of leading tokens always kept (attention sinks)"
+)
+WINDOW_ATTR = AttrSpec("window", "int", default=1024, minimum=1, doc="number of most recent tokens kept")
+
+
+def keep_window_attributes() -> tuple[AttrSpec, AttrSpec]:
+    """The ``sink``/``window`` attribute specs shared by every op that applies the keep rule."""
+    return (SINK_ATTR, WINDOW_ATTR)
+
+
+def kept_length(t: int, sink: int, window: int) -> int:
+    """Length of the kept sequence: ``min(t, sink + window)``."""
+    return min(t, sink + window)
+
+
+def keep_window_reference(x: np.ndarray, axis: int, sink: int, window: int) -> np.ndarray:
+    """NumPy keep rule: positions ``[0, sink)`` and ``[T - window, T)`` of ``x`` along ``axis``.
+
+    Written with an explicit index list (not slices) so that it is an independent oracle of the body.
+
+    Args:
+        x: Input array.
+        axis: The sequence axis.
+        sink: Leading positions always kept.
+        window: Trailing positions kept.
+
+    Returns:
+        A new array; a copy of ``x`` when ``T <= sink + window``.
+    """
+    t = x.shape[axis]
+    if t <= sink + window:
+        return x.copy()
+    index = np.concatenate([np.arange(sink), np.arange(t - window, t)])
+    return np.take(x, index, axis=axis)
+
+
+def build_keep_window(tape: Tape, x: ir.Value, axis: int) -> ir.Value:
+    """Records the keep rule along ``axis`` of ``x`` into a function body.
+
+    ``head = x[0:sink]``, ``tail = x[max(T - window, sink):T]``, ``Concat(head, tail)``. Slice clamps,
+    so ``T <= sink + window`` yields ``head = x[0:min(sink, T)]`` and ``tail = x[sink:T]``: exactly ``x``.
+    ``sink`` and ``window`` come from the calling node's attributes (``ref_attr_name``).
+
+    Args:
+        tape: The tape recording the body.
+        x: The tensor to window.
+        axis: Non-negative sequence axis.
+
+    Returns:
+        The windowed tensor.
+    """
+    axes = const_ints(tape, [axis])
+    zero = const_ints(tape, [0])
+    sink = int_attr_ref(tape, SINK_ATTR.name)
+    window = int_attr_ref(tape, WINDOW_ATTR.name)
+    t = tape.op("Gather", [tape.op("Shape", [x]), axes], {"axis": 0})
+    head = tape.op("Slice", [x, zero, sink, axes])
+    start = tape.op("Max", [tape.op("Sub", [t, window]), sink])
+    tail = tape.op("Slice", [x, start, t, axes])
+    return tape.op("Concat", [head, tail], {"axis": axis})
+
+
+def keep_window_shape(
+    value: ir.Value, axis: int, attrs: Mapping[str, AttrValue]
+) -> list[tuple[ir.DataType | None, ir.Shape | None]]:
+    """Type/shape rule of the keep rule: same dtype; dim ``axis`` becomes ``min(T, sink + window)``.
+
+    A symbolic or unknown ``T`` gives an unknown output dim.
+    """
+    shape = None
+    if value.shape is not None:
+        dims: list[int | None | ir.SymbolicDim] = list(value.shape.dims)
+        t = dims[axis]
+        sink, window = attrs[SINK_ATTR.name], attrs[WINDOW_ATTR.name]
+        assert isinstance(sink, int) and isinstance(window, int)
+        dims[axis] = kept_length(t, sink, window) if isinstance(t, int) else None
+        shape = ir.Shape(dims)
+    return [(value.dtype, shape)]
+
+
+class KvWindow(OpDef):
+    """``KvWindow(cache) -> cache'``: keep the first ``sink`` and last ``window`` tokens of a KV cache."""
+
+    op_type = "KvWindow"
+    plugin_version = "1"
+    inputs = (
+        TensorSpec(
+            "cache", FLOAT_DTYPES, "[B, H, T, D]", rank=4, doc="key or value cache, T = cached tokens"
+        ),
+    )
+    outputs = (
+        TensorSpec(
+            "cache_out",
+            FLOAT_DTYPES,
+            "[B, H, min(T, sink + window), D]",
+            rank=4,
+            doc="tokens [0, sink) and [T - window, T) of the cache, in order; the cache itself if T <= sink + window",
+        ),
+    )
+    attributes = keep_window_attributes()
+    min_opset = 13
+    doc = (
+        "Keeps the first `sink` and the last `window` tokens of a KV cache [B, H, T, D] along axis 2 "
+        "(StreamingLLM); the identity when T <= sink + window."
+    )
+
+    _AXIS = 2
+
+    def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
+        """Records the keep rule along axis 2."""
+        return [build_keep_window(tape, inputs[0], self._AXIS)]
+
+    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
+        """NumPy keep rule along axis 2."""
+        (cache,) = inputs
+        if cache.ndim != 4:
+            raise ValueError(f"KvWindow expects a [B, H, T, D] cache, got shape {cache.shape}")
+        sink, window = attrs[SINK_ATTR.name], attrs[WINDOW_ATTR.name]
+        assert isinstance(sink, int) and isinstance(window, int)
+        return [keep_window_reference(cache, self._AXIS, sink, window)]
+
+    def infer_outputs(
+        self, inputs: Sequence[ir.Value | None], attrs: Mapping[str, AttrValue]
+    ) -> list[tuple[ir.DataType | None, ir.Shape | None]]:
+        """Same dtype; dim 2 becomes ``min(T, sink + window)`` (unknown if ``T`` is symbolic)."""
+        value = inputs[0]
+        assert value is not None, "input 0 is required"
+        return keep_window_shape(value, self._AXIS, attrs)
+
+
+KV_WINDOW: KvWindow = register_op(KvWindow())
+"""The registered :class:`KvWindow` op; passes insert it with ``KV_WINDOW.make_node(...)``."""
