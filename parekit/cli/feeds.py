@@ -1,0 +1,66 @@
+"""Turn the CLI's ``--data`` choice into feed dicts (shared by check, bench, calibration).
+
+``text``   English prose from ``pydoc_data.topics``, tokenized by the model's own tokenizer (zoo
+           samples); ``random``: seeded random feeds respecting dtypes and index ranges;
+``FILE.npz``  feeds saved earlier (``parekit.parity.data.save_npz``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from parekit.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def build_feeds(
+    model: ir.Model,
+    data: str,
+    *,
+    samples: int,
+    batch: int,
+    seq: int,
+    seed: int = 0,
+    dims: dict[str, int] | None = None,
+) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Feeds for ``model`` and a one-line description of where they came from.
+
+    Args:
+        model: the model the feeds are for (the reference, for comparisons).
+        data: ``text``, ``random`` or a path to an ``.npz`` file.
+        samples: number of texts (``text``) or feed sets (``random``); ignored for files.
+        batch: batch size of each feed set.
+        seq: sequence length (tokens) of each feed set.
+        seed: seed of ``random``.
+        dims: extra symbolic-dim values for ``random`` (``--dim NAME=VALUE``).
+    """
+    from parekit.backends.specs import specs_from_ir_values
+    from parekit.parity import data as pdata
+
+    if data == "text":
+        from parekit.frontends import zoo
+
+        texts = pdata.prose_paragraphs(max(samples, batch))
+        feeds = zoo.text_feeds(model, texts, seq_len=seq, batch=batch)
+        return feeds, f"text: {len(feeds) * batch} paragraphs of pydoc_data.topics prose, batches of {batch}x{seq} tokens"
+    if data == "random":
+        specs = specs_from_ir_values(model.graph.inputs)
+        sets = max(1, samples // max(batch, 1))
+        all_dims = {"batch": batch, "seq": seq, **(dims or {})}
+        feeds = [
+            pdata.random_feeds(specs, dims=all_dims, seed=seed + i, model=model)
+            for i in range(sets)
+        ]
+        return feeds, f"random: {sets} seeded feed set(s) (seed {seed}), dims {all_dims}"
+    path = Path(data)
+    if path.suffix != ".npz":
+        raise DataError(f"--data '{data}': expected 'text', 'random' or a .npz file of feeds")
+    if not path.exists():
+        raise DataError(f"--data '{data}': file not found")
+    feeds = pdata.load_feeds_npz(path, specs_from_ir_values(model.graph.inputs))
+    return feeds, f"file: {path} ({len(feeds)} feed set(s))"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The Quickstart's first command: set up, then export → optimize → check → bench on the real
+# all-MiniLM-L6-v2 sample, on ONNX Runtime CPU, fully offline. Outputs go to ./out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+mkdir -p out
+set -x
+parekit samples export minilm -o out/minilm.onnx
+parekit inspect out/minilm.onnx --no-layers
+parekit optimize out/minilm.onnx --passes "drop-layers{count=1}" --calib text --samples 32 \
+  -o out/minilm.d.onnx --report out/report.json
+parekit check out/minilm.onnx out/minilm.d.onnx --data text --samples 32 \
+  --threshold sentence_embedding:cosine=0.9 --threshold max_abs=inf --json out/parity.json
+parekit bench out/minilm.onnx out/minilm.d.onnx --data text --batch 8 --seq 128 --iters 10 --json out/bench.json
