@@ -171,7 +171,13 @@ def _blocks_from_scopes(graph: ir.Graph) -> list[tuple[str, list[ir.Node]]] | No
         if node.name in node_scope:
             scope, index = node_scope[node.name]
             groups.setdefault(index, (scope, []))[1].append(node)
-    return [groups[i] for i in sorted(groups)]
+    # A scope left with shape bookkeeping only (its block was removed, e.g. by drop-layers, but a
+    # shared shape computation survived) is not a block.
+    return [groups[i] for i in sorted(groups) if any(_is_core(n) for n in groups[i][1])]
+
+
+def _is_core(node: ir.Node) -> bool:
+    return node.op_type == "Attention" or _is_attention_softmax(node)
 
 
 def _blocks_from_patterns(graph: ir.Graph, nxg: nx.DiGraph) -> list[tuple[str, list[ir.Node]]] | None:
@@ -182,7 +188,7 @@ def _blocks_from_patterns(graph: ir.Graph, nxg: nx.DiGraph) -> list[tuple[str, l
     core ``i``; the last block ends at the last residual ``Add`` (pre-norm models) or at the norm
     that follows it (post-norm models, whose residual stream is a norm output).
     """
-    cores = [n for n in graph if n.op_type == "Attention" or _is_attention_softmax(n)]
+    cores = [n for n in graph if _is_core(n)]
     if not cores:
         return None
     nodes = list(graph)

@@ -1,0 +1,139 @@
+"""drop-layers: identity parity on every sample, structure after dropping, refusals, ShortGPT choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parekit.analysis import discover
+from parekit.backends.ort import check_loads
+from parekit.backends.specs import specs_from_ir_values
+from parekit.calibration import CalibrationSet
+from parekit.errors import OptionError, PassNotApplicableError
+from parekit.parity.data import random_feeds
+from parekit.passes.base import PassContext
+from parekit.passes.manager import run_pipeline
+from parekit.testing import assert_parity
+
+
+def _feeds(model, n=2, **dims):
+    specs = specs_from_ir_values(model.graph.inputs)
+    dims = {"batch": 2, "seq": 8, "past": 3, **dims}
+    return [random_feeds(specs, dims=dims, seed=i, model=model) for i in range(n)]
+
+
+def _optimize(model, pipeline, ctx=None):
+    return run_pipeline(model, pipeline, ctx or PassContext(), verify_each=True, verifier=check_loads)
+
+
+@pytest.mark.parametrize(
+    ("name", "opset"),
+    [("minilm", 18), ("minilm", 23), ("vit", 18), ("gpt2-tiny", 18), ("gpt2-tiny", 23),
+     ("llama-tiny", 18), ("llama-tiny", 23), ("smollm2", 18)],
+)
+def test_identity_configuration_matches_original(sample_path, load_sample, name, opset):
+    model = load_sample(name, opset)
+    feeds = _feeds(model, n=1, seq=8 if name != "smollm2" else 4)
+    result = _optimize(model, "drop-layers{layers=[]}")
+    (report,) = result.reports
+    assert report.identity and not report.modified and report.nodes_removed == 0
+    assert result.model.metadata_props["parekit.pipeline"] == "drop-layers{layers=[],count=0}"
+    assert_parity(sample_path(name, opset), result.model, feeds, max_abs=1e-5)
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_drops_encoder_layers_including_the_last(load_sample, sample_path, opset):
+    model = load_sample("minilm", opset)
+    result = _optimize(model, "drop-layers{layers=[1,5]}")
+    mm = discover(result.model)
+    assert mm.num_layers == 4
+    assert [lm.scope.rsplit(".", 1)[1] for lm in mm.layers] == ["0", "2", "3", "4"]
+    # Output names and count are kept even though the last block produced `last_hidden_state`.
+    assert [v.name for v in result.model.graph.outputs] == ["last_hidden_state", "sentence_embedding"]
+    (report,) = result.reports
+    assert {s["layer"] for s in report.sites} == {1, 5}
+    assert report.flops_removed and 0.30 < report.flops_removed / report.flops_before < 0.34  # 2 of 6 blocks
+    # It is a real change: outputs differ from the original ...
+    feeds = _feeds(model, n=1)
+    with pytest.raises(AssertionError):
+        assert_parity(sample_path("minilm", opset), result.model, feeds, max_abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "gpt2-tiny"])
+@pytest.mark.parametrize("opset", [18, 23])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_decoder_drop_removes_the_layer_cache(load_sample, name, opset, layer):
+    model = load_sample(name, opset)
+    result = _optimize(model, f"drop-layers{{layers=[{layer}]}}")
+    kept = 1 - layer
+    inputs = [v.name for v in result.model.graph.inputs]
+    outputs = [v.name for v in result.model.graph.outputs]
+    assert f"past.{layer}.key" not in inputs and f"present.{layer}.value" not in outputs
+    assert f"past.{kept}.key" in inputs and f"present.{kept}.value" in outputs
+    mm = discover(result.model)
+    assert mm.num_layers == 1 and mm.has_kv_cache
+    # Dropping the layer equals running the original with that block's residual update removed:
+    # check the remaining cache output is still computed from the kept layer (finite, right shape).
+    from parekit.backends.ort import OrtRunner
+
+    feeds = _feeds(result.model, n=1)[0]
+    out = OrtRunner(result.model).run(feeds)
+    assert out[f"present.{kept}.key"].shape[2] == 3 + 8
+    assert np.isfinite(out["logits"]).all()
+
+
+def test_drop_first_decoder_layer_agrees_across_opsets(load_sample):
+    """The opset-18 (decomposed) and opset-23 (Attention op) graphs, rewired independently, agree."""
+    a = _optimize(load_sample("llama-tiny", 18), "drop-layers{layers=[0]}").model
+    b = _optimize(load_sample("llama-tiny", 23), "drop-layers{layers=[0]}").model
+    feeds = _feeds(a, n=1)
+    assert_parity(a, b, feeds, max_abs=1e-4)
+
+
+def test_dropped_minilm_equals_torch_model_without_those_layers(load_sample):
+    """Oracle: the same BERT in torch with encoder layers 1 and 4 deleted."""
+    torch = pytest.importorskip("torch")
+    from parekit.backends.ort import OrtRunner
+    from parekit.frontends import zoo
+
+    module, _, _, _, _ = zoo.get_sample("minilm").builder()
+    layers = module.bert.encoder.layer
+    module.bert.encoder.layer = torch.nn.ModuleList([m for i, m in enumerate(layers) if i not in (1, 4)])
+    module.bert.config.num_hidden_layers = 4
+    result = _optimize(load_sample("minilm"), "drop-layers{layers=[1,4]}")
+    feeds = _feeds(result.model, n=1, seq=12)[0]
+    feeds["attention_mask"][1, 9:] = 0  # a padded row
+    ours = OrtRunner(result.model).run(feeds)
+    with torch.no_grad():
+        hidden, emb = module(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+    np.testing.assert_allclose(ours["last_hidden_state"], hidden.numpy(), atol=2e-5)
+    np.testing.assert_allclose(ours["sentence_embedding"], emb.numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "error", "text"),
+    [
+        ("drop-layers{layers=[6]}", OptionError, "out of range"),
+        ("drop-layers{layers=[0,1,2,3,4,5]}", OptionError, "no transformer"),
+        ("drop-layers{layers=[1,1]}", OptionError, "repeats"),
+        ("drop-layers{layers=[1],count=1}", OptionError, "either"),
+        ("drop-layers{count=6}", OptionError, "below the number of layers"),
+        ("drop-layers{count=1}", PassNotApplicableError, "calibration"),
+    ],
+)
+def test_bad_configurations_are_refused(load_sample, pipeline, error, text):
+    with pytest.raises(error, match=text):
+        _optimize(load_sample("minilm"), pipeline)
+
+
+def test_count_chooses_the_lowest_block_influence(load_sample):
+    model = load_sample("minilm")
+    calib = CalibrationSet(_feeds(model, n=2, seq=16), source="random")
+    result = _optimize(model, "drop-layers{count=2}", PassContext(calibration=calib))
+    (report,) = result.reports
+    influence = {int(k): v for k, v in report.extra["influence"].items()}
+    assert len(influence) == 6 and all(0.0 <= v <= 2.0 for v in influence.values())
+    expected = sorted(sorted(influence, key=influence.get)[:2])
+    assert report.extra["chosen"] == expected
+    assert sorted(s["layer"] for s in report.sites) == expected
+    assert discover(result.model).num_layers == 4
