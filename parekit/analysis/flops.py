@@ -16,8 +16,9 @@ go to ``unknown``.
 Shapes come from the values' ``shape``. Symbolic dims are resolved through ``dims``: exact symbol names
 first, then the roles ``batch``/``seq``/``past``/``total`` under common exporter spellings
 (``batch_size``, ``sequence_length``, ``past_sequence_length``, ...), and expressions of those
-(``past_sequence_length + sequence_length``). A node with an unresolved dim goes to ``unknown``. When a
-counted node lacks shapes, ONNX shape inference runs on a copy of the model (the model is not changed).
+(``past_sequence_length + sequence_length``). When a counted node's shapes are missing or do not resolve
+(exporters leave some dims unknown), ONNX shape inference runs once on a copy of the model (the model is not
+changed) and those nodes are retried; what still does not resolve goes to ``unknown``.
 """
 
 from __future__ import annotations
@@ -134,16 +135,17 @@ class _Resolver:
         text = getattr(d, "value", None)
         return None if text is None else self.symbol(text)
 
-    def shape(self, value: ir.Value | None, shapes: Mapping[str, ir.Shape]) -> list[int] | None:
+    def shape(self, value: ir.Value | None, inferred: Mapping[str, ir.Shape]) -> list[int] | None:
+        """The value's shape as ints: its own shape if that resolves, else the inferred one."""
         if value is None:
             return None
-        shape = value.shape
-        if shape is None and value.name:
-            shape = shapes.get(value.name)
-        if shape is None:
-            return None
-        out = [self.dim(d) for d in shape]
-        return None if any(d is None for d in out) else out  # type: ignore[return-value]
+        for shape in (value.shape, inferred.get(value.name) if value.name else None):
+            if shape is None:
+                continue
+            out = [self.dim(d) for d in shape]
+            if all(d is not None for d in out):
+                return out  # type: ignore[return-value]
+        return None
 
 
 def _broadcast(a: Sequence[int], b: Sequence[int]) -> list[int]:
@@ -242,18 +244,6 @@ def _function_counts(
     return False
 
 
-def _needs_shapes(model: ir.Model, node_filter: frozenset[str] | None) -> bool:
-    for node in _iter_nodes(model):
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _COUNTED:
-            continue
-        if node_filter is not None and node.name not in node_filter:
-            continue
-        for v in (*node.inputs, *node.outputs):
-            if v is not None and v.shape is None:
-                return True
-    return False
-
-
 def _inferred_shapes(model: ir.Model) -> dict[str, ir.Shape]:
     """Shapes by value name from ONNX shape inference on a copy of the model."""
     from onnx_ir.passes.common import ShapeInferencePass
@@ -286,31 +276,46 @@ def estimate_flops(
     """
     node_filter = frozenset(nodes) if nodes is not None else None
     resolver = _Resolver(dims)
-    shapes: dict[str, ir.Shape] = {}
-    if _needs_shapes(model, node_filter):
-        logger.debug("some counted nodes lack shapes; running shape inference on a copy")
-        shapes = _inferred_shapes(model)
+    inferred: dict[str, ir.Shape] = {}
 
     def shape_of(value: ir.Value | None) -> list[int] | None:
-        return resolver.shape(value, shapes)
+        return resolver.shape(value, inferred)
 
-    result = FlopCount()
+    flops: dict[int, int | None] = {}  # node index → FLOPs (None: unknown)
+    keys: dict[int, str] = {}
     for index, node in enumerate(_iter_nodes(model)):
         if node_filter is not None and node.name not in node_filter:
             continue
-        key = node.name or f"{node.op_type}#{index}"
         if node.domain not in ("", "ai.onnx"):
             if _function_counts(model, node):
-                result.unknown.append(key)
+                keys[index] = node.name or f"{node.op_type}#{index}"
+                flops[index] = None
             continue
-        if node.op_type not in _COUNTED:
-            continue
-        flops = _node_flops(node, shape_of)
-        if flops is None:
-            result.unknown.append(key)
-            continue
-        result.by_node[key] = flops
-        result.total += flops
+        if node.op_type in _COUNTED:
+            keys[index] = node.name or f"{node.op_type}#{index}"
+            flops[index] = _node_flops(node, shape_of)
+
+    pending = [i for i, f in flops.items() if f is None]
+    if pending:
+        # Exporters leave some dims unknown (e.g. after a Transpose of the KV cache); ONNX shape
+        # inference usually fills them in. Run it once, on a copy, and retry just those nodes.
+        logger.debug(
+            "%d counted nodes lack resolvable shapes; running shape inference on a copy", len(pending)
+        )
+        inferred.update(_inferred_shapes(model))
+        nodes_by_index = dict(enumerate(_iter_nodes(model)))
+        for i in pending:
+            node = nodes_by_index[i]
+            if node.domain in ("", "ai.onnx"):
+                flops[i] = _node_flops(node, shape_of)
+
+    result = FlopCount()
+    for i, f in flops.items():
+        if f is None:
+            result.unknown.append(keys[i])
+        else:
+            result.by_node[keys[i]] = f
+            result.total += f
     if result.unknown:
         logger.debug("FLOPs unknown for %d nodes (first: %s)", len(result.unknown), result.unknown[0])
     return result

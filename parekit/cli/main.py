@@ -25,9 +25,13 @@ logger = logging.getLogger("parekit")
 
 
 def _console(stderr: bool = False) -> Any:
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # Tables need room: when output is not a terminal, rich would assume 80 columns.
+    width = shutil.get_terminal_size((140, 24)).columns
+    return Console(stderr=stderr, highlight=False, width=max(width, 100))
 
 
 def _fail(exc: ParekitError) -> None:
@@ -352,8 +356,10 @@ def optimize(
 @_data_options
 @click.option("--threshold", "thresholds", multiple=True, metavar="[OUTPUT:]METRIC=VALUE",
               help="bound on a metric, e.g. max_abs=1e-3 or sentence_embedding:cosine=0.98 (repeatable)")
+@click.option("--output", "outputs", multiple=True, metavar="NAME", help="compare only this output (repeatable)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the parity report as JSON")
-@click.option("--save-golden", type=click.Path(dir_okay=False), help="save the reference outputs and feeds as .npz")
+@click.option("--save-golden", type=click.Path(dir_okay=False), help="save the reference's outputs as .npz")
+@click.option("--save-feeds", type=click.Path(dir_okay=False), help="save the feeds used as .npz (reusable with --data)")
 @click.option("--provider", "providers", multiple=True, help="ONNX Runtime execution provider (default CPU)")
 def check(
     reference: str,
@@ -365,28 +371,48 @@ def check(
     seed: int,
     dims: tuple[str, ...],
     thresholds: tuple[str, ...],
+    outputs: tuple[str, ...],
     json_path: str | None,
     save_golden: str | None,
+    save_feeds: str | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Compare CANDIDATE's outputs with REFERENCE's on the same feeds; exit 1 if a threshold fails."""
-    from parekit.cli.feeds import build_feeds
-    from parekit.parity import Thresholds, compare_models
+    """Compare CANDIDATE's outputs with REFERENCE's on the same feeds; exit 1 if a threshold fails.
 
-    ref_model = _load(reference)
-    _load(candidate)  # fail early, with a clear message, on a bad candidate file
-    feeds, source = build_feeds(ref_model, data, samples=samples, batch=batch, seq=seq, seed=seed, dims=_parse_dims(dims))
+    REFERENCE is a model, or golden outputs saved earlier with --save-golden (a .npz; then --data
+    must be the feeds file saved with --save-feeds).
+    """
+    from parekit.cli.feeds import build_feeds
+    from parekit.parity import Thresholds, compare_models, compare_to_golden, run_outputs, save_golden as write_golden
+    from parekit.parity.data import save_npz
+
     limits = Thresholds.parse(list(thresholds)) if thresholds else None
-    report = compare_models(
-        reference, candidate, feeds, thresholds=limits, providers=list(providers) or None, progress=True
-    )
+    cand_model = _load(candidate)  # fail early, with a clear message, on a bad candidate file
+    golden_mode = reference.endswith(".npz")
+    if golden_mode:
+        if not data.endswith(".npz"):
+            raise ParekitError("a golden reference (.npz) needs the feeds it was made from", note="pass --data FEEDS.npz")
+        feeds, source = build_feeds(cand_model, data, samples=samples, batch=batch, seq=seq)
+        report = compare_to_golden(
+            candidate, feeds, reference, thresholds=limits, providers=list(providers) or None,
+            outputs=list(outputs) or None, progress=True,
+        )
+    else:
+        ref_model = _load(reference)
+        feeds, source = build_feeds(
+            ref_model, data, samples=samples, batch=batch, seq=seq, seed=seed, dims=_parse_dims(dims)
+        )
+        report = compare_models(
+            reference, candidate, feeds, thresholds=limits, providers=list(providers) or None,
+            outputs=list(outputs) or None, progress=True,
+        )
+        if save_golden:
+            write_golden(save_golden, run_outputs(reference, feeds, providers=list(providers) or None))
+    if save_feeds:
+        save_npz(save_feeds, feeds)
     console = _console()
     console.print(f"data: {source}")
     console.print(report.render())
-    if save_golden:
-        from parekit.parity import save_golden as _save_golden
-
-        _save_golden(save_golden, feeds, report.reference_outputs if hasattr(report, "reference_outputs") else None)
     payload = {"reference": reference, "candidate": candidate, "data": source, **report.to_dict()}
     _write_json(json_path, payload)
     if not report.passed:

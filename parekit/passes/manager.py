@@ -1,0 +1,239 @@
+"""Run a pipeline of passes over a model: cleanup, provenance, reports, FLOPs, verification.
+
+For each pass, in order:
+
+1. structure discovery (``ctx.analyze``, once; the pass gets the same map) and a FLOP estimate;
+2. the pass itself (:meth:`parekit.passes.base.Pass.call`);
+3. when it changed the model: ``onnx_ir`` cleanup (remove unused nodes, functions and opsets,
+   topological sort, unique names);
+4. provenance: every node of the main graph (and its subgraphs) that was not there before gets
+   ``metadata_props["parekit.pass"] = <pass name>``;
+5. the report's node counts and FLOPs after;
+6. ``after_pass(name, model)`` (``--print-ir-after``), then the verifier (``--verify-each``).
+
+At the end the canonical pipeline text goes into ``model.metadata_props["parekit.pipeline"]`` (appended
+to what an earlier run wrote there) and the parekit version into ``parekit.version``. The model is
+mutated in place: callers pass a model they own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
+
+from parekit.analysis.flops import FlopCount, dim_bindings, estimate_flops
+from parekit.errors import ParekitError, VerificationError
+from parekit.passes.base import PassContext, PassReport
+from parekit.passes.pipeline import Pipeline, ResolvedPipeline, parse_pipeline
+
+if TYPE_CHECKING:
+    from parekit.analysis.modelmap import ModelMap
+
+__all__ = ["PROVENANCE_KEY", "PIPELINE_KEY", "VERSION_KEY", "PipelineResult", "check_model", "run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_KEY = "parekit.pass"
+"""Node metadata key naming the pass that inserted the node."""
+PIPELINE_KEY = "parekit.pipeline"
+"""Model metadata key holding the canonical pipeline text."""
+VERSION_KEY = "parekit.version"
+"""Model metadata key holding the parekit version that wrote the model."""
+
+
+@dataclass
+class PipelineResult:
+    """Outcome of :func:`run_pipeline`.
+
+    Attributes:
+        model: the rewritten model (the same object that was passed in).
+        reports: one report per pass, in order.
+        canonical: canonical pipeline text.
+    """
+
+    model: ir.Model
+    reports: list[PassReport] = field(default_factory=list)
+    canonical: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the model)."""
+        return {"pipeline": self.canonical, "passes": [r.to_dict() for r in self.reports]}
+
+
+def check_model(model: ir.Model) -> None:
+    """Default verifier: the ONNX checker with ``full_check`` (type and shape inference).
+
+    Large initializers are swapped for graph inputs while checking, so models over the 2 GB protobuf
+    limit can be checked too.
+    """
+    common_passes.CheckerPass(full_check=True)(model)
+
+
+class _AnalyzeOnce:
+    """``ctx.analyze`` that hands out a precomputed map for one model object once, then delegates."""
+
+    def __init__(self, analyze: Callable[[ir.Model], ModelMap], model: ir.Model, mm: ModelMap) -> None:
+        self._analyze = analyze
+        self._model: ir.Model | None = model
+        self._mm = mm
+
+    def __call__(self, model: ir.Model) -> ModelMap:
+        if model is self._model:
+            self._model = None
+            return self._mm
+        return self._analyze(model)
+
+
+def _cleanup(model: ir.Model) -> None:
+    ir.passes.Sequential(
+        common_passes.RemoveUnusedNodesPass(),
+        common_passes.RemoveUnusedFunctionsPass(),
+        common_passes.RemoveUnusedOpsetsPass(),
+        common_passes.TopologicalSortPass(),
+        common_passes.NameFixPass(),
+    )(model)
+
+
+def _nodes(model: ir.Model) -> list[ir.Node]:
+    return list(ir.traversal.RecursiveGraphIterator(model.graph))
+
+
+def _resolve(pipeline: str | Pipeline | ResolvedPipeline) -> ResolvedPipeline:
+    if isinstance(pipeline, ResolvedPipeline):
+        return pipeline
+    if isinstance(pipeline, str):
+        pipeline = parse_pipeline(pipeline)
+    return pipeline.resolve()
+
+
+def _describe_error(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def run_pipeline(
+    model: ir.Model,
+    pipeline: str | Pipeline | ResolvedPipeline,
+    ctx: PassContext | None = None,
+    *,
+    verify_each: bool = True,
+    verifier: Callable[[ir.Model], None] | None = None,
+    after_pass: Callable[[str, ir.Model], None] | None = None,
+    progress: bool = False,
+) -> PipelineResult:
+    """Run passes over a model in place.
+
+    Args:
+        model: the model; mutated in place.
+        pipeline: pipeline text, a parsed :class:`Pipeline`, or a :class:`ResolvedPipeline`.
+        ctx: the pass context (default: ``PassContext()``).
+        verify_each: run the verifier after every pass.
+        verifier: raises when a model is invalid; default :func:`check_model`. The CLI injects one that
+            also loads the model in ONNX Runtime.
+        after_pass: called with ``(pass name, model)`` after each pass, before verification.
+        progress: show a rich progress bar.
+
+    Returns:
+        The model, one report per pass, and the canonical pipeline text.
+
+    Raises:
+        PipelineSyntaxError, UnknownPassError, OptionError: the pipeline is malformed.
+        PassNotApplicableError: a pass cannot apply to the model.
+        VerificationError: the model failed verification after a pass.
+    """
+    ctx = ctx if ctx is not None else PassContext()
+    resolved = _resolve(pipeline)
+    canonical = str(resolved)
+    check = verifier if verifier is not None else check_model
+    result = PipelineResult(model=model, canonical=canonical)
+
+    bar: Any = None
+    task: Any = None
+    if progress:
+        from rich.progress import Progress  # lazy: only the CLI wants it
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("passes", total=len(resolved))
+    try:
+        previous: tuple[dict[str, int], FlopCount] | None = None
+        for step in resolved:
+            cls, options = step
+            if bar is not None:
+                bar.update(task, description=f"{cls.name}")
+            mm = ctx.analyze(model)
+            dims = dim_bindings(ctx.flop_dims, mm)
+            # The last pass's "after" is this pass's "before" when the dims did not change.
+            before = (
+                previous[1] if previous is not None and previous[0] == dims else estimate_flops(model, dims)
+            )
+            before_nodes = _nodes(model)
+
+            pass_ = cls(options, dataclasses.replace(ctx, analyze=_AnalyzeOnce(ctx.analyze, model, mm)))
+            logger.info("running %s", pass_.report.spec)
+            outcome = pass_(model)
+            if outcome.modified:
+                _cleanup(model)
+
+            after_nodes = _nodes(model)
+            # Identity, not names: passes may reuse names. Both lists keep their nodes alive, so ids are unique.
+            before_ids = {id(n) for n in before_nodes}
+            after_ids = {id(n) for n in after_nodes}
+            added = [n for n in after_nodes if id(n) not in before_ids]
+            for node in added:
+                node.metadata_props[PROVENANCE_KEY] = cls.name
+            after = estimate_flops(model, dims) if (outcome.modified or added) else before
+            previous = (dims, after)
+
+            report = pass_.report
+            report.spec = str(step)
+            report.nodes_added = len(added)
+            report.nodes_removed = sum(1 for n in before_nodes if id(n) not in after_ids)
+            report.flops_before = before.total
+            report.flops_after = after.total
+            report.flops_removed = before.total - after.total
+            report.flops_unknown = len(after.unknown)
+            result.reports.append(report)
+            logger.info(
+                "%s: modified=%s, +%d/-%d nodes, FLOPs %d → %d%s",
+                cls.name,
+                report.modified,
+                report.nodes_added,
+                report.nodes_removed,
+                before.total,
+                after.total,
+                f" (identity: {report.identity})" if report.identity else "",
+            )
+
+            if after_pass is not None:
+                after_pass(cls.name, model)
+            if verify_each:
+                _verify(check, model, cls.name)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    from parekit import __version__
+
+    earlier = model.metadata_props.get(PIPELINE_KEY)
+    model.metadata_props[PIPELINE_KEY] = f"{earlier},{canonical}" if earlier else canonical
+    model.metadata_props[VERSION_KEY] = __version__
+    return result
+
+
+def _verify(check: Callable[[ir.Model], None], model: ir.Model, pass_name: str) -> None:
+    try:
+        check(model)
+    except Exception as e:
+        note = e.message if isinstance(e, ParekitError) else _describe_error(e)
+        if isinstance(e, ParekitError) and e.note:
+            note = f"{note}; {e.note}"
+        raise VerificationError(f"the model failed verification after pass '{pass_name}'", note=note) from e

@@ -1,0 +1,145 @@
+"""The command line end to end, and its error contract: one line, non-zero exit, no output file,
+input untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from parekit.cli.main import cli
+
+
+def _run(*args: str, code: int | None = 0):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if code is not None:
+        assert result.exit_code == code, result.output
+    return result
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def tiny(sample_path, tmp_path):
+    dest = tmp_path / "llama.onnx"
+    shutil.copyfile(sample_path("llama-tiny"), dest)
+    return dest
+
+
+def test_samples_list_names_every_sample():
+    out = _run("samples", "list").output
+    for name in ("minilm", "smollm2", "vit", "gpt2-tiny", "llama-tiny"):
+        assert name in out
+
+
+def test_export_inspect_optimize_check_bench(tmp_path, sample_path):
+    model = tmp_path / "m.onnx"
+    _run("samples", "export", "gpt2-tiny", "-o", model)
+    assert model.exists()
+    info = json.loads(_run("inspect", model, "--json").output)
+    assert info["num_layers"] == 2 and info["num_heads"] == 4 and info["kind"] == "decoder"
+    human = _run("inspect", model).output
+    assert "gpt2" in human and "past.1.key" in human
+
+    out = tmp_path / "m.d.onnx"
+    report = tmp_path / "r.json"
+    _run("optimize", model, "--passes", "drop-layers{layers=[1]}", "-o", out, "--report", report)
+    rep = json.loads(report.read_text())
+    assert rep["pipeline"] == "drop-layers{layers=[1],count=0}"
+    assert rep["passes"][0]["sites"][0]["layer"] == 1 and rep["passes"][0]["flops_removed"] > 0
+    assert json.loads(_run("inspect", out, "--json").output)["num_layers"] == 1
+
+    parity = tmp_path / "p.json"
+    res = _run("check", model, out, "--data", "random", "--dim", "past=2", "--json", parity, code=1)
+    assert "FAIL" in res.output  # a dropped layer changes the logits beyond the default bound
+    payload = json.loads(parity.read_text())
+    assert payload["passed"] is False and "logits" in payload["outputs"]
+    assert "present.1.key" in json.dumps(payload)  # reported as not compared (only in reference)
+
+    ident = tmp_path / "m.i.onnx"
+    _run("optimize", model, "--passes", "drop-layers", "-o", ident)
+    feeds = tmp_path / "feeds.npz"
+    golden = tmp_path / "golden.npz"
+    _run("check", model, ident, "--data", "random", "--threshold", "max_abs=1e-5",
+         "--save-feeds", feeds, "--save-golden", golden)
+    _run("check", golden, ident, "--data", feeds, "--threshold", "max_abs=1e-5")
+
+    bench = tmp_path / "b.json"
+    _run("bench", model, out, "--data", "random", "--iters", "3", "--warmup", "1", "--no-memory", "--json", bench)
+    timings = json.loads(bench.read_text())
+    assert len(timings["models"]) == 2
+
+
+def test_passes_lists_and_documents():
+    assert "drop-layers" in _run("passes").output
+    doc = _run("passes", "drop-layers").output
+    assert "count" in doc and "layers" in doc and "Identity configuration" in doc
+
+
+BAD_PIPELINES = [
+    ("drop-layer{layers=[1]}", "unknown pass", "drop-layers"),  # did-you-mean
+    ("drop-layers{layer=[1]}", "layer", "layers"),
+    ("drop-layers{count=x}", "count", None),
+    ("drop-layers{layers=[1}", "column", None),
+    ("drop-layers{layers=[9]}", "out of range", None),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "must", "hint"), BAD_PIPELINES)
+def test_bad_pipeline_is_one_line_error_and_writes_nothing(tiny, tmp_path, pipeline, must, hint):
+    before = _digest(tiny)
+    out = tmp_path / "o.onnx"
+    res = _run("optimize", tiny, "--passes", pipeline, "-o", out, code=2)
+    first = res.output.strip().splitlines()[0]
+    assert first.startswith("error:") and must in res.output
+    if hint:
+        assert hint in res.output
+    assert not out.exists() and not list(tmp_path.glob(".o.onnx*"))
+    assert _digest(tiny) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file at all", "truncate"])
+def test_malformed_model_is_refused(tmp_path, tiny, content):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(tiny.read_bytes()[:5000] if content == "truncate" else content)
+    out = tmp_path / "o.onnx"
+    for args in (("inspect", bad), ("optimize", bad, "--passes", "drop-layers", "-o", out)):
+        res = _run(*args, code=2)
+        assert res.output.startswith("error:") and "bad.onnx" in res.output
+    assert not out.exists()
+
+
+def test_missing_file_and_same_output(tmp_path, tiny):
+    res = _run("inspect", tmp_path / "nope.onnx", code=2)
+    assert "nope.onnx" in res.output and "error:" in res.output
+    before = _digest(tiny)
+    res = _run("optimize", tiny, "--passes", "drop-layers{layers=[1]}", "-o", tiny, code=2)
+    assert "is the input model" in res.output and _digest(tiny) == before
+
+
+def test_model_without_transformer_structure(tmp_path):
+    import onnx
+
+    proto = onnx.parser.parse_model(
+        '<ir_version: 10, opset_import: ["" : 18]> g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }'
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(proto, path)
+    out = tmp_path / "o.onnx"
+    res = _run("optimize", path, "--passes", "drop-layers{layers=[0]}", "-o", out, code=2)
+    assert "no transformer blocks found" in res.output and not out.exists()
+
+
+def test_count_without_calibration_says_how_to_give_it(tiny, tmp_path):
+    res = _run("optimize", tiny, "--passes", "drop-layers{count=1}", "-o", tmp_path / "o.onnx", code=2)
+    assert "calibration" in res.output
+
+
+def test_unknown_sample_did_you_mean(tmp_path):
+    res = _run("samples", "export", "minilml", "-o", tmp_path / "x.onnx", code=2)
+    assert "minilm" in res.output and not (tmp_path / "x.onnx").exists()
