@@ -36,7 +36,9 @@ def _console(stderr: bool = False) -> Any:
 
 def _fail(exc: ParekitError) -> None:
     console = _console(stderr=True)
-    console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
     if exc.note:
         console.print(f"Note: {exc.note}", markup=False, soft_wrap=True)
     sys.exit(2)
@@ -245,11 +247,13 @@ def passes_cmd(name: str | None) -> None:
     doc = sys.modules[cls.__module__].__doc__
     if doc:
         console.print(doc.strip(), markup=False)
+    from rich.markup import escape
+
     table = Table(title="options")
-    for col in ("option", "type", "default", "help"):
+    for col in ("option", "type", "default", "constraint", "help"):
         table.add_column(col)
     for opt in describe_options(cls.options_type):
-        table.add_row(opt.name, opt.type, str(opt.default), opt.help)
+        table.add_row(*(escape(str(x)) for x in (opt.name, opt.type, opt.default, opt.constraint, opt.help)))
     console.print(table)
     if cls.required_passes:
         console.print(f"requires earlier in the pipeline: {', '.join(cls.required_passes)}")
@@ -318,6 +322,8 @@ def optimize(
             ops = Counter(n.op_type for n in m.graph)
             console.print(f"// after {name}: {len(m.graph)} nodes; " + ", ".join(f"{k}×{v}" for k, v in ops.most_common(12)))
 
+    from rich.markup import escape
+
     result = run_pipeline(
         ir_model, parsed, ctx, verify_each=verify_each, verifier=check_loads, after_pass=after, progress=True
     )
@@ -331,7 +337,7 @@ def optimize(
     _write_json(report, payload)
     for r in result.reports:
         if r.identity:
-            console.print(f"[yellow]{r.spec}[/]: identity configuration — {r.identity}")
+            console.print(f"[yellow]{escape(r.spec)}[/]: identity configuration — {escape(r.identity)}")
         else:
             flops = ""
             if r.flops_before and r.flops_removed is not None:
@@ -339,9 +345,9 @@ def optimize(
             sites = "; ".join(
                 ", ".join(f"{k}={v}" for k, v in s.items()) for s in r.sites[:6]
             ) + (" …" if len(r.sites) > 6 else "")
-            console.print(f"[green]{r.spec}[/]: +{r.nodes_added}/−{r.nodes_removed} nodes{flops} ({sites})")
+            console.print(f"[green]{escape(r.spec)}[/]: +{r.nodes_added}/−{r.nodes_removed} nodes{flops} ({escape(sites)})")
             if "chosen" in r.extra:
-                console.print(f"  chosen: {r.extra['chosen']}; block influence: {r.extra.get('influence')}")
+                console.print(escape(f"  chosen: {r.extra['chosen']}; block influence: {r.extra.get('influence')}"))
     console.print(f"wrote {output}")
 
 
@@ -382,6 +388,8 @@ def check(
     REFERENCE is a model, or golden outputs saved earlier with --save-golden (a .npz; then --data
     must be the feeds file saved with --save-feeds).
     """
+    from rich.markup import escape
+
     from parekit.cli.feeds import build_feeds
     from parekit.parity import Thresholds, compare_models, compare_to_golden, run_outputs, save_golden as write_golden
     from parekit.parity.data import save_npz
@@ -417,7 +425,7 @@ def check(
     _write_json(json_path, payload)
     if not report.passed:
         for line in report.failures:
-            console.print(f"[red]FAIL[/] {line}")
+            console.print(f"[red]FAIL[/] {escape(line)}")
         sys.exit(1)
     console.print("[green]parity: all thresholds met[/]")
 
