@@ -11,5 +11,5 @@ parekit inspect out/minilm.onnx --no-layers
 parekit optimize out/minilm.onnx --passes "drop-layers{count=1}" --calib text --samples 32 \
   -o out/minilm.d.onnx --report out/report.json
 parekit check out/minilm.onnx out/minilm.d.onnx --data text --samples 32 \
-  --threshold sentence_embedding:cosine=0.9 --threshold max_abs=inf --json out/parity.json
+  --output sentence_embedding --threshold cosine=0.9 --threshold max_abs=inf --json out/parity.json
 parekit bench out/minilm.onnx out/minilm.d.onnx --data text --batch 8 --seq 128 --iters 10 --json out/bench.json
