@@ -27,6 +27,7 @@ def build_feeds(
     seq: int,
     seed: int = 0,
     dims: dict[str, int] | None = None,
+    purpose: str = "eval",
 ) -> tuple[list[dict[str, np.ndarray]], str]:
     """Feeds for ``model`` and a one-line description of where they came from.
 
@@ -38,6 +39,9 @@ def build_feeds(
         seq: sequence length (tokens) of each feed set.
         seed: seed of ``random``.
         dims: extra symbolic-dim values for ``random`` (``--dim NAME=VALUE``).
+        purpose: ``eval`` or ``calib``. Calibration text comes from the other end of the corpus
+            (and random calibration feeds from other seeds), so a pass is never calibrated on the
+            data ``parekit check`` evaluates it on.
     """
     from parekit.backends.specs import specs_from_ir_values
     from parekit.parity import data as pdata
@@ -45,15 +49,21 @@ def build_feeds(
     if data == "text":
         from parekit.frontends import zoo
 
-        texts = pdata.prose_paragraphs(max(samples, batch))
+        count = max(samples, batch)
+        corpus = pdata.prose_paragraphs()
+        texts = corpus[:count] if purpose == "eval" else corpus[::-1][:count]
         feeds = zoo.text_feeds(model, texts, seq_len=seq, batch=batch)
-        return feeds, f"text: {len(feeds) * batch} paragraphs of pydoc_data.topics prose, batches of {batch}x{seq} tokens"
+        where = "first" if purpose == "eval" else "last"
+        return feeds, (
+            f"text: {len(feeds) * batch} paragraphs ({where} of pydoc_data.topics prose), "
+            f"batches of {batch}x{seq} tokens"
+        )
     if data == "random":
         specs = specs_from_ir_values(model.graph.inputs)
         sets = max(1, samples // max(batch, 1))
         all_dims = {"batch": batch, "seq": seq, **(dims or {})}
         feeds = [
-            pdata.random_feeds(specs, dims=all_dims, seed=seed + i, model=model)
+            pdata.random_feeds(specs, dims=all_dims, seed=seed + i + (0 if purpose == "eval" else 10_000), model=model)
             for i in range(sets)
         ]
         return feeds, f"random: {sets} seeded feed set(s) (seed {seed}), dims {all_dims}"

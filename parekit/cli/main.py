@@ -311,7 +311,9 @@ def optimize(
         from parekit.calibration import CalibrationSet
         from parekit.cli.feeds import build_feeds
 
-        feeds, source = build_feeds(ir_model, calib, samples=samples, batch=batch, seq=seq, seed=seed, dims=_parse_dims(dims))
+        feeds, source = build_feeds(
+            ir_model, calib, samples=samples, batch=batch, seq=seq, seed=seed, dims=_parse_dims(dims), purpose="calib"
+        )
         ctx.calibration = CalibrationSet(feeds=feeds, source=source)
     console = _console(stderr=True)
 
