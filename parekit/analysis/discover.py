@@ -50,6 +50,11 @@ _LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Unsqueeze", "Expand", "Squeeze
 # small graph helpers
 
 
+def _nm(obj: ir.Node | ir.Value) -> str:
+    """Name of a node or value (loaded models name every node; see ``ensure_node_names``)."""
+    return obj.name or ""
+
+
 def _consumers(value: ir.Value) -> list[ir.Node]:
     return [node for node, _ in value.uses()]
 
@@ -156,16 +161,16 @@ def _blocks_from_scopes(graph: ir.Graph) -> list[tuple[str, list[ir.Node]]] | No
         for scope in _scopes(node):
             m = _LAYER_SCOPE.match(scope)
             if m and m["prefix"] == prefix:
-                node_scope[node.name] = (scope, int(m["index"]))
+                node_scope[_nm(node)] = (scope, int(m["index"]))
                 break
     # Nodes without metadata (inserted by passes or constant folding): adopt the block of their
     # consumers when all consumers sit in one block.
     for node in reversed(list(graph)):
         if node.name in node_scope or _scopes(node):
             continue
-        owners = {node_scope.get(c.name) for out in node.outputs for c in _consumers(out)}
+        owners = {node_scope.get(_nm(c)) for out in node.outputs for c in _consumers(out)}
         if len(owners) == 1 and None not in owners:
-            node_scope[node.name] = owners.pop()  # type: ignore[assignment]
+            node_scope[_nm(node)] = owners.pop()  # type: ignore[assignment]
     groups: dict[int, tuple[str, list[ir.Node]]] = {}
     for node in graph:
         if node.name in node_scope:
@@ -312,7 +317,7 @@ def _attention_site(block: list[ir.Node], graph: ir.Graph) -> tuple[AttentionSit
             value=core.inputs[2].name if core.inputs[2] else None,
             context=core.outputs[0].name,
         )
-        nodes: tuple[str, ...] = (core.name,)
+        nodes: tuple[str, ...] = (_nm(core),)
         heads = int(core.attributes["q_num_heads"].value) if "q_num_heads" in core.attributes else None
         heads = heads or _static_dim(core.inputs[0], 1)
         head_dim = _static_dim(core.inputs[0], -1)
@@ -335,7 +340,7 @@ def _attention_site(block: list[ir.Node], graph: ir.Graph) -> tuple[AttentionSit
             probs=probs.name,
             context=pv.outputs[0].name,
         )
-        nodes = (q_matmul.name, softmax.name, pv.name)
+        nodes = (_nm(q_matmul), _nm(softmax), _nm(pv))
         heads = _static_dim(pv.inputs[1], 1) or _static_dim(probs, 1)
         head_dim = _static_dim(pv.inputs[1], -1)
     # KV cache: a Concat in the block whose first input is a graph input.
@@ -363,14 +368,14 @@ def _attention_site(block: list[ir.Node], graph: ir.Graph) -> tuple[AttentionSit
 
 
 def _norms(block: list[ir.Node]) -> tuple[str, ...]:
-    out = []
+    out: list[str] = []
     for node in block:
         if node.op_type in _NORM_OPS:
-            out.append(node.name)
+            out.append(_nm(node))
         elif node.op_type == "ReduceMean" and node.inputs[0] is not None:
             producer = node.inputs[0].producer()
             if producer is not None and producer.op_type == "Pow":
-                out.append(node.name)  # decomposed RMSNorm: x * rsqrt(mean(x^2) + eps)
+                out.append(_nm(node))  # decomposed RMSNorm: x * rsqrt(mean(x^2) + eps)
     return tuple(out)
 
 
@@ -403,7 +408,7 @@ def _mlp(block: list[ir.Node], core: ir.Node, nxg: nx.DiGraph) -> MlpSite | None
             if len(ups) > 1 and src is not None and src in ups:
                 gate = src.name
             break
-    return MlpSite(up=tuple(u.name for u in ups if u.name != gate), down=down.name, gate=gate, activation=activation)
+    return MlpSite(up=tuple(_nm(u) for u in ups if u.name != gate), down=_nm(down), gate=gate, activation=activation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,10 +527,10 @@ def discover(model: ir.Model) -> ModelMap:
     kind = "decoder" if causal else "encoder"
     block_nodes = {x for lm in layers for x in lm.nodes}
     last_core = cores[-1].name
-    head_nodes = tuple(n.name for n in graph if n.name not in block_nodes and n.name in nx.descendants(nxg, last_core))
+    head_nodes = tuple(_nm(n) for n in graph if n.name not in block_nodes and n.name in nx.descendants(nxg, last_core))
     roles = _input_roles(graph, nxg)
     anchor = next((v for v in graph.inputs if v.name in (roles.get("input_ids"), roles.get("pixel_values"))), None)
-    graph_nodes = {n.name: n for n in graph}
+    graph_nodes = {_nm(n): n for n in graph}
     norms = [x for lm in layers for x in lm.norms]
     opset = model.opset_imports.get("", 0)
     return ModelMap(

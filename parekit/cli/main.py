@@ -334,6 +334,7 @@ def optimize(
         "input": model,
         "output": output,
         "pipeline": result.canonical,
+        "flop_dims": dict(ctx.flop_dims),
         "passes": [r.to_dict() for r in result.reports],
     }
     _write_json(report, payload)
@@ -393,7 +394,8 @@ def check(
     from rich.markup import escape
 
     from parekit.cli.feeds import build_feeds
-    from parekit.parity import Thresholds, compare_models, compare_to_golden, run_outputs, save_golden as write_golden
+    from parekit.parity import Thresholds, compare_models, compare_to_golden, run_outputs
+    from parekit.parity import save_golden as write_golden
     from parekit.parity.data import save_npz
 
     limits = Thresholds.parse(list(thresholds)) if thresholds else None

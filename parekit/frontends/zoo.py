@@ -113,7 +113,7 @@ def _build_minilm() -> tuple[Any, dict[str, Any], Any, list[str], list[str]]:
     tf = _transformers()
     bert = tf.AutoModel.from_pretrained(str(_minilm_dir())).eval()
 
-    class SentenceEncoder(torch.nn.Module):
+    class SentenceEncoder(torch.nn.Module):  # type: ignore[name-defined]
         """BERT + mean pooling + L2 normalisation, as sentence-transformers encodes."""
 
         def __init__(self) -> None:
@@ -149,7 +149,7 @@ def _build_vit() -> tuple[Any, dict[str, Any], Any, list[str], list[str]]:
     config = tf.ViTConfig(num_labels=1000)  # defaults are ViT-Base/16 at 224x224
     vit = tf.ViTForImageClassification(config).eval()
 
-    class VitClassifier(torch.nn.Module):
+    class VitClassifier(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.vit = vit
@@ -171,7 +171,7 @@ def _decoder_wrapper(lm: Any, num_layers: int, kv_heads: int, head_dim: int, voc
     tf = _transformers()
     config = lm.config
 
-    class KvDecoder(torch.nn.Module):
+    class KvDecoder(torch.nn.Module):  # type: ignore[name-defined]
         """Flat past/present tensors around a Hugging Face causal LM."""
 
         def __init__(self) -> None:
@@ -442,7 +442,7 @@ def text_feeds(
                 np.arange(feed["input_ids"].shape[1], dtype=np.int64), feed["input_ids"].shape
             ).copy()
         for v in model.graph.inputs:
-            if v.name.startswith("past"):
+            if v.name and v.name.startswith("past") and v.shape is not None:
                 dims = [d if isinstance(d, int) else 0 for d in v.shape]
                 dims[0] = len(chunk)
                 feed[v.name] = np.zeros(dims, dtype=np.float32)
