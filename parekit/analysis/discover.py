@@ -41,6 +41,8 @@ _ACTIVATION_OPS = frozenset({"Gelu", "Erf", "Sigmoid", "Tanh", "Relu", "FastGelu
 # Ops a tensor may pass through between the QK MatMul and the Softmax (scale, mask, cast, softcap).
 _SCORE_PATH_OPS = frozenset({"Add", "Mul", "Div", "Where", "Cast", "Sub", "Tanh", "Identity"})
 # Ops a KV tensor may pass through between its Concat and the attention core (GQA expansion, layout).
+# Embedding tables shorter than this index token types/segments, not positions.
+_MIN_POSITION_TABLE = 64
 # Ops between position ids and the rotary Cos/Sin (inv_freq product, layout, dtype).
 _ROTARY_PATH_OPS = frozenset({"Cast", "Unsqueeze", "Mul", "MatMul", "Reshape", "Expand", "Transpose", "Concat"})
 _LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Unsqueeze", "Expand", "Squeeze", "Identity", "Cast", "Mul"})
@@ -208,7 +210,7 @@ def _blocks_from_patterns(graph: ir.Graph, nxg: nx.DiGraph) -> list[tuple[str, l
             return None
         starts.append(order[before[-1].producer().name])  # type: ignore[union-attr]
     first_producer = nodes[starts[0]]
-    post_norm = first_producer.op_type in _NORM_OPS or first_producer.op_type == "Mul"
+    post_norm = first_producer.op_type in _NORM_OPS
     last_core = order[cores[-1].name]
     hidden = _static_dim(nodes[starts[0]].outputs[0], -1)
     adds = [
@@ -319,8 +321,12 @@ def _attention_site(block: list[ir.Node], graph: ir.Graph) -> tuple[AttentionSit
         )
         nodes: tuple[str, ...] = (_nm(core),)
         heads = int(core.attributes["q_num_heads"].value) if "q_num_heads" in core.attributes else None
-        heads = heads or _static_dim(core.inputs[0], 1)
-        head_dim = _static_dim(core.inputs[0], -1)
+        if _rank(core.inputs[0]) == 3:  # [B, S, H*D] form: heads come from the attribute
+            width = _static_dim(core.inputs[0], -1)
+            head_dim = width // heads if heads and width else None
+        else:
+            heads = heads or _static_dim(core.inputs[0], 1)
+            head_dim = _static_dim(core.inputs[0], -1)
     else:
         softmax = core
         q_matmul = next(p for p in _walk_back(softmax.inputs[0], _SCORE_PATH_OPS, limit=6) if p.op_type == "MatMul")  # type: ignore[arg-type]
@@ -365,6 +371,36 @@ def _attention_site(block: list[ir.Node], graph: ir.Graph) -> tuple[AttentionSit
     if heads is None or head_dim is None:
         raise StructureError(f"attention '{core.name}': could not read the head count and head size from shapes")
     return site, core, heads, head_dim
+
+
+def _kv_heads(core: ir.Node, heads: int) -> int:
+    """KV heads of an attention core without a cache input: the fewest heads on the key path.
+
+    Grouped-query attention expands K/V heads (Unsqueeze → Expand → Reshape) right before the
+    core; walking back from the key through layout ops finds the ``[B, H_kv, S, D]`` value.
+    """
+    if core.op_type == "Attention":
+        key = core.inputs[1]
+        if "kv_num_heads" in core.attributes and _rank(key) == 3:
+            return int(core.attributes["kv_num_heads"].value)
+    else:
+        q_matmul = next(p for p in _walk_back(core.inputs[0], _SCORE_PATH_OPS, limit=6) if p.op_type == "MatMul")  # type: ignore[arg-type]
+        key = q_matmul.inputs[1]
+    found = [heads]
+    frontier = [key]
+    for _ in range(12):
+        nxt: list[ir.Value] = []
+        for v in frontier:
+            if v is None:
+                continue
+            d1 = _static_dim(v, 1)
+            if _rank(v) == 4 and d1 and heads % d1 == 0:
+                found.append(d1)
+            producer = v.producer()
+            if producer is not None and producer.op_type in _LAYOUT_OPS | {"Concat", "RotaryEmbedding"}:
+                nxt.extend(i for i in producer.inputs if i is not None and not _is_const(i))
+        frontier = nxt
+    return min(found)
 
 
 def _norms(block: list[ir.Node]) -> tuple[str, ...]:
@@ -428,8 +464,10 @@ def _input_roles(graph: ir.Graph, nxg: nx.DiGraph) -> dict[str, str]:
     if tables:
         tables.sort(key=lambda t: -t[0])
         roles["input_ids"] = tables[0][1].name  # type: ignore[assignment]
-        for _, v in tables[1:]:
-            roles.setdefault("position_ids", v.name)  # type: ignore[arg-type]
+        for rows, v in tables[1:]:
+            # A small table indexes segments (BERT's token types); a long one indexes positions.
+            role = "token_type_ids" if rows < _MIN_POSITION_TABLE else "position_ids"
+            roles.setdefault(role, v.name)  # type: ignore[arg-type]
     for v in ints:
         if v.name in roles.values():
             continue
@@ -469,6 +507,11 @@ def discover(model: ir.Model) -> ModelMap:
             looked for and what was found.
     """
     graph = model.graph
+    if any(not node.name for node in graph):
+        # Everything below refers to nodes by name (the map outlives this call); name them.
+        from onnx_ir.passes.common import NameFixPass
+
+        NameFixPass()(model)
     nxg = _node_graph(graph)
     blocks = _blocks_from_scopes(graph)
     how = "exporter scopes"
@@ -517,10 +560,11 @@ def discover(model: ir.Model) -> ModelMap:
     if hidden is None:
         raise StructureError(f"layer 0: the residual stream '{layers[0].input}' has no static hidden size")
     has_cache = all(lm.attention.past_key and lm.attention.past_value for lm in layers)
-    kv_heads = heads
     if has_cache:
         past = next(v for v in graph.inputs if v.name == layers[0].attention.past_key)
         kv_heads = _static_dim(past, 1) or heads
+    else:
+        kv_heads = _kv_heads(cores[0], heads)
     causal = has_cache or any(
         c.op_type == "Attention" and "is_causal" in c.attributes and c.attributes["is_causal"].value for c in cores
     ) or any(n.op_type in ("Trilu", "LessOrEqual") for n in graph if n.name not in {x for lm in layers for x in lm.nodes})

@@ -90,3 +90,52 @@ def test_map_is_json_ready(load_sample):
     d = discover(load_sample("llama-tiny", 23)).to_dict()
     text = json.dumps(d)
     assert d["num_layers"] == 2 and '"present.1.key"' in text
+
+
+def _capture_hf(module_factory, kwargs, opset):
+    torch = pytest.importorskip("torch")
+    from parekit.frontends.torch_capture import capture
+
+    torch.manual_seed(0)
+    dyn = {k: {0: "batch", 1: "seq"} for k in kwargs}
+    return capture(module_factory(), (), kwargs, dynamic_shapes=dyn, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
+    """GQA heads are read from the key path when there is no past input; unnamed nodes get names."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=500)
+
+    class NoCache(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lm = tf.LlamaForCausalLM(cfg).eval()
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    ids = torch.randint(0, 500, (2, 5))
+    model = _capture_hf(NoCache, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, opset)
+    for node in model.graph:
+        node.name = None
+    mm = discover(model)
+    assert (mm.kind, mm.num_layers, mm.num_heads, mm.num_kv_heads, mm.head_dim) == ("decoder", 2, 4, 2, 16)
+    assert not mm.has_kv_cache
+    assert all(node.name for node in model.graph)
+
+
+def test_token_type_ids_are_not_positions():
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        vocab_size=500)
+    ids = torch.randint(0, 500, (2, 5))
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    mm = discover(_capture_hf(lambda: tf.BertModel(cfg).eval(), kwargs, 18))
+    assert mm.inputs == {"input_ids": "input_ids", "token_type_ids": "token_type_ids", "attention_mask": "attention_mask"}
+    assert (mm.kind, mm.num_layers, mm.num_heads) == ("encoder", 2, 4)
