@@ -387,9 +387,9 @@ def _kv_heads(core: ir.Node, heads: int) -> int:
         q_matmul = next(p for p in _walk_back(core.inputs[0], _SCORE_PATH_OPS, limit=6) if p.op_type == "MatMul")  # type: ignore[arg-type]
         key = q_matmul.inputs[1]
     found = [heads]
-    frontier = [key]
+    frontier: list[ir.Value | None] = [key]
     for _ in range(12):
-        nxt: list[ir.Value] = []
+        nxt: list[ir.Value | None] = []
         for v in frontier:
             if v is None:
                 continue

@@ -104,6 +104,7 @@ class BenchReport:
 
     def render(self) -> Table:
         """A rich table with one row per model."""
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(
@@ -116,7 +117,7 @@ class BenchReport:
         for m in self.models:
             memory = "—" if m.peak_rss_mib is None else f"{m.peak_rss_mib:.1f}"
             table.add_row(
-                m.model,
+                escape(m.model),
                 f"{m.median_ms:.3f}",
                 f"{m.p10_ms:.3f}",
                 f"{m.p90_ms:.3f}",

@@ -1,10 +1,10 @@
 """Run chosen intermediate values of a model over calibration feeds.
 
 A pass that needs statistics (which layers matter, which tokens receive attention, value ranges)
-names the values it wants; :func:`collect` exposes them as extra graph outputs on a serialized copy
-of the model, runs that copy through ONNX Runtime over every calibration feed, and yields the
-arrays one feed at a time, so statistics can be accumulated without holding every activation.
-The model the pass is rewriting is left exactly as it was.
+names the values it wants; :func:`collect` adds them as extra graph outputs, builds an ONNX Runtime
+session from the model as it is then (serialized), removes the extra outputs again, and yields the
+arrays one feed at a time, so statistics can be accumulated without holding every activation. The
+model the pass is rewriting ends exactly as it was.
 """
 
 from __future__ import annotations

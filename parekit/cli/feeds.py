@@ -51,22 +51,26 @@ def build_feeds(
 
         count = max(samples, batch)
         corpus = pdata.prose_paragraphs()
-        texts = corpus[:count] if purpose == "eval" else corpus[::-1][:count]
+        half = len(corpus) // 2  # evaluation: first half; calibration: second half, disjoint
+        if count > half:
+            raise DataError(
+                f"--data/--calib text: asked for {count} paragraphs, the prose corpus has {half} per half",
+                note="evaluation and calibration use disjoint halves of pydoc_data.topics; lower --samples",
+            )
+        texts = corpus[:count] if purpose == "eval" else corpus[half : half + count]
         feeds = zoo.text_feeds(model, texts, seq_len=seq, batch=batch)
-        where = "first" if purpose == "eval" else "last"
+        where = "first" if purpose == "eval" else "second"
         return feeds, (
-            f"text: {len(feeds) * batch} paragraphs ({where} of pydoc_data.topics prose), "
+            f"text: {len(feeds) * batch} paragraphs ({where} half of pydoc_data.topics prose), "
             f"batches of {batch}x{seq} tokens"
         )
     if data == "random":
         specs = specs_from_ir_values(model.graph.inputs)
         sets = max(1, samples // max(batch, 1))
         all_dims = {"batch": batch, "seq": seq, **(dims or {})}
-        feeds = [
-            pdata.random_feeds(specs, dims=all_dims, seed=seed + i + (0 if purpose == "eval" else 10_000), model=model)
-            for i in range(sets)
-        ]
-        return feeds, f"random: {sets} seeded feed set(s) (seed {seed}), dims {all_dims}"
+        first_seed = seed + (0 if purpose == "eval" else 10_000)  # calibration never sees eval feeds
+        feeds = [pdata.random_feeds(specs, dims=all_dims, seed=first_seed + i, model=model) for i in range(sets)]
+        return feeds, f"random: {sets} seeded feed set(s) (seeds {first_seed}…{first_seed + sets - 1}), dims {all_dims}"
     path = Path(data)
     if path.suffix != ".npz":
         raise DataError(f"--data '{data}': expected 'text', 'random' or a .npz file of feeds")

@@ -45,13 +45,27 @@ def _fail(exc: ParekitError) -> None:
 
 
 class _Group(click.Group):
-    """Turns ParekitErrors raised by any command into one-line errors and exit status 2."""
+    """Turns errors raised by any command into one-line errors and exit status 2.
+
+    A :class:`ParekitError` is a user-facing error. Anything else is a parekit bug: it is reported
+    in one line too (``-vv`` shows the traceback instead).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ParekitError as exc:
             _fail(exc)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            _fail(ParekitError(f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"))
+        except Exception as exc:
+            if logging.getLogger("parekit").getEffectiveLevel() <= logging.DEBUG:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            _fail(ParekitError(f"internal error ({type(exc).__name__}): {first}",
+                               note="this is a bug in parekit; rerun with -vv for the traceback"))
 
 
 def _load(path: str) -> Any:
@@ -61,13 +75,23 @@ def _load(path: str) -> Any:
 
 
 def _write_json(path: str | None, payload: Any) -> None:
+    _commit_json(_stage_json(path, payload))
+
+
+def _stage_json(path: str | None, payload: Any) -> tuple[Path, Path] | None:
+    """Write ``payload`` beside ``path`` under a temporary name; :func:`_commit_json` moves it."""
     if path is None:
-        return
+        return None
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, target)
+    return tmp, target
+
+
+def _commit_json(staged: tuple[Path, Path] | None) -> None:
+    if staged is not None:
+        os.replace(*staged)
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -191,6 +215,8 @@ def inspect(model: str, as_json: bool, layers: bool) -> None:
 
     console = _console()
     summary = Table.grid(padding=(0, 2))
+    from rich.markup import escape
+
     for key, value in (
         ("model", model),
         ("kind", f"{mm.kind} ({mm.family})"),
@@ -203,7 +229,7 @@ def inspect(model: str, as_json: bool, layers: bool) -> None:
         ("KV cache", "past/present inputs and outputs" if mm.has_kv_cache else "none"),
         ("residual stream", f"{mm.embedding_output} → … → {mm.final_output}"),
     ):
-        summary.add_row(f"[bold]{key}[/]", str(value))
+        summary.add_row(f"[bold]{key}[/]", escape(str(value)))
     console.print(summary)
     if not layers:
         return
@@ -215,7 +241,8 @@ def inspect(model: str, as_json: bool, layers: bool) -> None:
         core = f"{att.form}: " + (f"probs={att.probs}" if att.probs else f"node={att.nodes[0]}")
         mlp = "-" if lm.mlp is None else ("gated " if lm.mlp.gate else "") + f"{lm.mlp.activation or '?'}, {len(lm.mlp.up) + (1 if lm.mlp.gate else 0) + 1} matmuls"
         kv = f"{att.past_key} → {att.present_key}" if att.past_key else "-"
-        table.add_row(str(lm.index), lm.scope, f"{lm.input} → {lm.output}", core, str(len(lm.norms)), mlp, kv)
+        cells = (str(lm.index), lm.scope, f"{lm.input} → {lm.output}", core, str(len(lm.norms)), mlp, kv)
+        table.add_row(*(escape(c) for c in cells))
     console.print(table)
 
 
@@ -318,18 +345,15 @@ def optimize(
     console = _console(stderr=True)
 
     def after(name: str, m: Any) -> None:
-        if print_ir_after:
-            from collections import Counter
-
-            ops = Counter(n.op_type for n in m.graph)
-            console.print(f"// after {name}: {len(m.graph)} nodes; " + ", ".join(f"{k}×{v}" for k, v in ops.most_common(12)))
+        if print_ir_after:  # MLIR style: the whole IR after each pass, on stderr
+            click.echo(f"// -----// IR after {name} ({len(m.graph)} nodes) //----- //", err=True)
+            click.echo(str(m.graph), err=True)
 
     from rich.markup import escape
 
     result = run_pipeline(
         ir_model, parsed, ctx, verify_each=verify_each, verifier=check_loads, after_pass=after, progress=True
     )
-    save_model(result.model, output, external_data=external_data)
     payload = {
         "input": model,
         "output": output,
@@ -337,7 +361,14 @@ def optimize(
         "flop_dims": dict(ctx.flop_dims),
         "passes": [r.to_dict() for r in result.reports],
     }
-    _write_json(report, payload)
+    staged = _stage_json(report, payload)  # a report that cannot be written fails before the model is
+    try:
+        save_model(result.model, output, external_data=external_data)
+    except BaseException:
+        if staged is not None:
+            staged[0].unlink(missing_ok=True)
+        raise
+    _commit_json(staged)
     for r in result.reports:
         if r.identity:
             console.print(f"[yellow]{escape(r.spec)}[/]: identity configuration — {escape(r.identity)}")

@@ -412,6 +412,11 @@ def text_feeds(
     ``position_ids`` and empty past KV tensors (prefill).
     """
     sample = sample_of(model)
+    if sample is not None and sample.modality != "text":
+        raise ParekitError(
+            f"--data text: sample '{sample.name}' is an {sample.modality} model",
+            note="use --data random or --data FILE.npz",
+        )
     tok = sample.tokenizer() if sample else None
     if tok is None:
         raise ParekitError(

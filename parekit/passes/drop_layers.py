@@ -67,7 +67,8 @@ def block_influence(model: ir.Model, mm: ModelMap, calibration: object) -> list[
             y = values[lm.output].astype(np.float64)
             cos = (x * y).sum(-1) / (np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1) + 1e-12)
             bi = 1.0 - cos  # [batch, tokens]
-            w = np.ones_like(bi) if mask is None or mask.shape != bi.shape else mask
+            # The mask covers past + new tokens (decoders with a cache): weight the new ones.
+            w = np.ones_like(bi) if mask is None or mask.ndim != 2 else mask[:, -bi.shape[-1] :]
             sums[lm.index] += float((bi * w).sum())
             if lm.index == 0:
                 weight += float(w.sum())
@@ -162,7 +163,12 @@ class DropLayers(Pass[DropLayersOptions]):
                 past = inputs[name]
                 if past.uses():
                     # Only shape computations can still read it (all layers' caches have one length).
-                    stand_in = inputs[getattr(kept[0].attention, f"past_{role}")]
-                    ir.convenience.replace_all_uses_with(past, stand_in)
+                    stand_in_name = getattr(kept[0].attention, f"past_{role}")
+                    if stand_in_name not in inputs:
+                        raise self.not_applicable(
+                            f"the {role} cache input '{name}' of dropped layer {lm.index} is still read "
+                            f"by shape computations, and kept layer {kept[0].index} has no {role} cache input to stand in"
+                        )
+                    ir.convenience.replace_all_uses_with(past, inputs[stand_in_name])
                 graph.inputs.remove(past)
                 self.report.note_site(layer=lm.index, action="removed cache input/output", value=name)

@@ -220,6 +220,9 @@ def run_pipeline(
     finally:
         if bar is not None:
             bar.stop()
+    if not verify_each and resolved.passes:
+        # MLIR-style: without --verify-each the result is still verified once, at the end.
+        _verify(check, model, f"{resolved.passes[-1].pass_cls.name} (end of pipeline)")
 
     from parekit import __version__
 
