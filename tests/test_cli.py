@@ -143,3 +143,35 @@ def test_count_without_calibration_says_how_to_give_it(tiny, tmp_path):
 def test_unknown_sample_did_you_mean(tmp_path):
     res = _run("samples", "export", "minilml", "-o", tmp_path / "x.onnx", code=2)
     assert "minilm" in res.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_paths_with_brackets_print_verbatim(tiny, tmp_path):
+    odd = tmp_path / "[x]"
+    odd.mkdir()
+    path = odd / "m.onnx"
+    shutil.copyfile(tiny, path)
+    assert "[x]" in _run("inspect", path, "--no-layers").output
+
+
+def test_unwritable_report_leaves_no_model(tiny, tmp_path):
+    out = tmp_path / "o.onnx"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = _run("optimize", tiny, "--passes", "drop-layers{layers=[1]}", "-o", out, "--report", blocker / "r.json", code=2)
+    assert res.output.startswith("error:") and not out.exists()
+
+
+def test_print_ir_after_and_random_calibration_on_a_decoder(tiny, tmp_path):
+    out = tmp_path / "o.onnx"
+    report = tmp_path / "r.json"
+    res = _run("optimize", tiny, "--passes", "drop-layers{count=1}", "--calib", "random", "--dim", "past=4",
+               "--samples", "4", "--batch", "2", "--seq", "8", "-o", out, "--report", report, "--print-ir-after")
+    assert "IR after drop-layers" in res.output and "graph(" in res.output
+    (rep,) = json.loads(report.read_text())["passes"]
+    assert len(rep["extra"]["influence"]) == 2 and "random" in rep["extra"]["calibration"]
+
+
+def test_text_data_on_an_image_sample_says_why(sample_path, tmp_path):
+    vit = sample_path("vit")
+    res = _run("check", vit, vit, "--data", "text", code=2)
+    assert "image model" in res.output

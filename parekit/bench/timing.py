@@ -237,9 +237,9 @@ def _run_once(runner: Any, feeds: dict[str, np.ndarray]) -> float:
 def _progress_bar(enabled: bool, rounds: int, n_models: int) -> tuple[Any, Any] | None:
     if not enabled:
         return None
-    from rich.progress import Progress
+    from parekit.progress import progress_bar
 
-    bar = Progress(transient=True)
+    bar = progress_bar()
     task = bar.add_task(f"timing {n_models} models", total=rounds)
     bar.start()
     return bar, task

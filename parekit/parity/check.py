@@ -339,9 +339,10 @@ def _progress(items: Sequence[Feeds], enabled: bool, what: str) -> Iterator[Feed
     if not enabled:
         yield from items
         return
-    from rich.progress import track
+    from parekit.progress import progress_bar
 
-    yield from track(items, description=f"{what} {len(items)} feed sets", transient=True)
+    with progress_bar() as bar:
+        yield from bar.track(items, description=f"{what} {len(items)} feed sets")
 
 
 def _cell(metric: str, value: Any, bound: float | None) -> str:

@@ -156,9 +156,9 @@ def run_pipeline(
     bar: Any = None
     task: Any = None
     if progress:
-        from rich.progress import Progress  # lazy: only the CLI wants it
+        from parekit.progress import progress_bar  # lazy: only the CLI wants it
 
-        bar = Progress(transient=True)
+        bar = progress_bar()
         bar.start()
         task = bar.add_task("passes", total=len(resolved))
     try:
