@@ -137,3 +137,59 @@ def test_count_chooses_the_lowest_block_influence(load_sample):
     assert report.extra["chosen"] == expected
     assert sorted(s["layer"] for s in report.sites) == expected
     assert discover(result.model).num_layers == 4
+
+
+def _llama_tiny_module():
+    from parekit.frontends import zoo
+
+    module, *_ = zoo.get_sample("llama-tiny").builder()  # seeded: the weights of the cached export
+    return module
+
+
+def test_dropped_decoder_layer_equals_torch_model_without_it(load_sample):
+    """Oracle with a KV cache: the same Llama in torch with layer 0 deleted, prefill + past tokens."""
+    torch = pytest.importorskip("torch")
+    from parekit.backends.ort import OrtRunner
+
+    wrapper = _llama_tiny_module()
+    lm = wrapper.lm
+    kept = lm.model.layers[1]
+    kept.self_attn.layer_idx = 0  # the cache now has one layer
+    lm.model.layers = torch.nn.ModuleList([kept])
+    lm.config.num_hidden_layers = 1
+    result = _optimize(load_sample("llama-tiny"), "drop-layers{layers=[0]}")
+    feeds = _feeds(result.model, n=1, seq=5, past=3)[0]
+    feeds["attention_mask"][1, :2] = 0  # left padding in the second row
+    ours = OrtRunner(result.model).run(feeds)
+    from transformers import DynamicCache
+
+    with torch.no_grad():
+        t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        cache = DynamicCache([(t["past.1.key"], t["past.1.value"])], config=lm.config)
+        out = lm(input_ids=t["input_ids"], attention_mask=t["attention_mask"], position_ids=t["position_ids"],
+                 past_key_values=cache, use_cache=True)
+    np.testing.assert_allclose(ours["logits"], out.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours["present.1.key"], out.past_key_values.layers[0].keys.numpy(), atol=1e-5)
+
+
+def test_block_influence_picks_a_block_that_does_nothing():
+    """Zero a block's output projections: its output equals its input (influence 0), so count=1 must
+    choose it, whatever the other blocks do."""
+    torch = pytest.importorskip("torch")
+    from parekit.frontends import zoo
+    from parekit.frontends.torch_capture import capture
+
+    name = "llama-tiny"
+    module, kwargs, dyn, names_in, names_out = zoo.get_sample(name).builder()
+    with torch.no_grad():
+        block = module.lm.model.layers[1]
+        block.self_attn.o_proj.weight.zero_()
+        block.mlp.down_proj.weight.zero_()
+    past = kwargs.pop("__past__")
+    args = (kwargs.pop("input_ids"), kwargs.pop("attention_mask"), kwargs.pop("position_ids"), *past)
+    model = capture(module, args, dynamic_shapes=dyn, input_names=names_in, output_names=names_out)
+    calib = CalibrationSet(_feeds(model, n=2), source="random")
+    result = _optimize(model, "drop-layers{count=1}", PassContext(calibration=calib))
+    (report,) = result.reports
+    assert report.extra["influence"]["1"] < 1e-6 < report.extra["influence"]["0"]
+    assert report.extra["chosen"] == [1]
