@@ -8,6 +8,12 @@ Style (Polygraphy's): the message is one statement naming *what* failed and *whe
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message folded into one line (its type name when the message is empty)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 class ParekitError(Exception):
     """Base class of all errors parekit reports to users."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from parekit.backends.specs import TensorSpec, specs_from_ir_values, specs_from_proto_values
-from parekit.errors import BackendError, DataError, VerificationError
+from parekit.errors import BackendError, DataError, VerificationError, one_line
 
 if TYPE_CHECKING:
     import onnx
@@ -112,7 +112,7 @@ class OrtRunner:
                     source, options, providers=self.providers
                 )
             except Exception as exc:
-                raise BackendError(f"ONNX Runtime cannot load {self.name}: {_one_line(exc)}") from exc
+                raise BackendError(f"ONNX Runtime cannot load {self.name}: {one_line(exc)}") from exc
             self._input_specs = _select_specs(proto_inputs, self.session)
         active = self.session.get_providers()
         missing = [p for p in self.providers if p not in active]
@@ -204,7 +204,7 @@ class OrtRunner:
         try:
             results = self.session.run(names, selected)
         except Exception as exc:
-            raise BackendError(f"ONNX Runtime failed running {self.name}: {_one_line(exc)}") from exc
+            raise BackendError(f"ONNX Runtime failed running {self.name}: {one_line(exc)}") from exc
         return dict(zip(names, results, strict=True))
 
 
@@ -231,13 +231,13 @@ def check_loads(model: ir.Model, *, optimization: Optimization = "basic") -> Non
             onnx.checker.check_model(_checkable(proto) if proto is not None else source, full_check=True)
         except Exception as exc:
             raise VerificationError(
-                f"model '{_model_name(model)}' fails the ONNX checker: {_one_line(exc)}"
+                f"model '{_model_name(model)}' fails the ONNX checker: {one_line(exc)}"
             ) from exc
         try:
             ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise VerificationError(
-                f"model '{_model_name(model)}' does not load in ONNX Runtime: {_one_line(exc)}"
+                f"model '{_model_name(model)}' does not load in ONNX Runtime: {one_line(exc)}"
             ) from exc
 
 
@@ -312,7 +312,7 @@ def _ort_source(
         try:
             proto = onnx.load_model_from_string(model)
         except Exception as exc:
-            raise BackendError(f"the model bytes are not a valid ONNX model: {_one_line(exc)}") from exc
+            raise BackendError(f"the model bytes are not a valid ONNX model: {one_line(exc)}") from exc
         yield model, specs_from_proto_values(proto.graph.input)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
@@ -321,7 +321,7 @@ def _ort_source(
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
-            raise BackendError(f"{path}: not a valid ONNX model: {_one_line(exc)}") from exc
+            raise BackendError(f"{path}: not a valid ONNX model: {one_line(exc)}") from exc
         yield str(path), specs_from_proto_values(proto.graph.input)
     else:
         specs = specs_from_ir_values(model.graph.inputs)
@@ -341,7 +341,7 @@ def _serialized(
     """
     import onnx_ir as ir
 
-    from parekit.backends.save import MAX_IR_VERSION, save_model
+    from parekit.backends.save import loadable_ir_version, save_model
 
     folders = _external_folders(model)
     if _inline_bytes(model) <= PROTO_LIMIT_BYTES and len(folders) <= 1:
@@ -349,12 +349,8 @@ def _serialized(
             options.add_session_config_entry(
                 "session.model_external_initializers_file_folder_path", next(iter(folders))
             )
-        old = model.ir_version
-        try:
-            model.ir_version = min(old, MAX_IR_VERSION) if old else MAX_IR_VERSION
+        with loadable_ir_version(model):
             proto = ir.to_proto(model)
-        finally:
-            model.ir_version = old
         yield proto.SerializeToString(), proto
         return
     with tempfile.TemporaryDirectory(prefix="parekit-", ignore_cleanup_errors=True) as tmp:
@@ -428,6 +424,3 @@ def _dims_text(shape: tuple[object, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -15,10 +15,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parekit.errors import BackendError
+from parekit.errors import BackendError, one_line
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -35,6 +36,17 @@ MAX_IR_VERSION = 10
 
 _EXTERNAL_SIZE_THRESHOLD = 1024
 """With external data, initializers of at most this many bytes stay inline in the ``.onnx`` file."""
+
+
+@contextlib.contextmanager
+def loadable_ir_version(model: ir.Model) -> Iterator[None]:
+    """Temporarily cap the model's IR version at :data:`MAX_IR_VERSION` (what ONNX Runtime loads)."""
+    old = model.ir_version
+    model.ir_version = min(old, MAX_IR_VERSION) if old else MAX_IR_VERSION
+    try:
+        yield
+    finally:
+        model.ir_version = old
 
 
 def save_model(model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
@@ -71,16 +83,15 @@ def save_model(model: ir.Model, path: str | os.PathLike[str], *, external_data: 
             logger.info("%s: %.2f GiB of initializers, saving weights as external data", dest, total / 2**30)
     data_name = dest.name + ".data"
 
-    old_ir_version = model.ir_version
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        model.ir_version = min(old_ir_version, MAX_IR_VERSION) if old_ir_version else MAX_IR_VERSION
         tmp_model = tmp_dir / dest.name
-        if external_data:
-            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=_EXTERNAL_SIZE_THRESHOLD)
-        else:
-            with _external_tensors_in_memory(model):
-                ir.save(model, tmp_model)
+        with loadable_ir_version(model):
+            if external_data:
+                ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=_EXTERNAL_SIZE_THRESHOLD)
+            else:
+                with _external_tensors_in_memory(model):
+                    ir.save(model, tmp_model)
         written = [tmp_model]
         if external_data and (tmp_dir / data_name).exists():
             written.append(tmp_dir / data_name)
@@ -89,9 +100,8 @@ def save_model(model: ir.Model, path: str | os.PathLike[str], *, external_data: 
     except BackendError:
         raise
     except Exception as exc:  # any failure of the write: report it, leave nothing behind
-        raise BackendError(f"cannot save model to {dest}: {_one_line(exc)}") from exc
+        raise BackendError(f"cannot save model to {dest}: {one_line(exc)}") from exc
     finally:
-        model.ir_version = old_ir_version
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.debug("saved %s%s", dest, " (+ external data)" if external_data else "")
     return dest
@@ -182,6 +192,3 @@ def _move_into_place(files: list[Path], folder: Path) -> None:
         raise
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from parekit.analysis.lookup import values_by_name
 from parekit.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,7 @@ def collect(
     """
     from parekit.backends.ort import OrtRunner  # calibration runs through a backend
 
-    by_name: dict[str, ir.Value] = {}
-    for v in model.graph.inputs:
-        by_name[v.name or ""] = v
-    for node in model.graph:
-        for v in node.outputs:
-            by_name[v.name or ""] = v
+    by_name = values_by_name(model.graph)
     missing = [n for n in values if n not in by_name]
     if missing:
         raise DataError(f"calibration: value(s) {', '.join(repr(m) for m in missing)} not found in the main graph")

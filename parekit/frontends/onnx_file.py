@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parekit.errors import ModelLoadError
+from parekit.errors import ModelLoadError, one_line
 
 if TYPE_CHECKING:
     import onnx
@@ -104,10 +104,10 @@ def _read_proto(file: Path) -> onnx.ModelProto:
         proto = onnx.load(str(file), load_external_data=False)
     except DecodeError as exc:
         raise ModelLoadError(
-            f"{file}: not a valid ONNX model (truncated or malformed protobuf: {_one_line(exc)})"
+            f"{file}: not a valid ONNX model (truncated or malformed protobuf: {one_line(exc)})"
         ) from exc
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{file}: cannot be read as an ONNX model ({_one_line(exc)})") from exc
+        raise ModelLoadError(f"{file}: cannot be read as an ONNX model ({one_line(exc)})") from exc
     # A protobuf parser accepts many byte strings (e.g. text, or a file cut at a field boundary):
     # require the fields every ONNX model has.
     missing = [
@@ -156,6 +156,3 @@ def _check_external_data(model: ir.Model, file: Path) -> None:
                 )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

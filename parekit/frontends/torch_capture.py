@@ -74,7 +74,7 @@ def capture(
             verbose=False,
         )
     except Exception as exc:  # the exporter raises many unrelated types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # first line only
         raise ModelLoadError(f"torch export of {type(module).__name__} failed: {first}") from exc
     model: ir.Model = program.model
     return model

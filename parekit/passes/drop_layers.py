@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from parekit.analysis.lookup import values_by_name
 from parekit.analysis.modelmap import LayerMap, ModelMap
 from parekit.calibration import collect
 from parekit.errors import OptionError
@@ -116,17 +117,9 @@ class DropLayers(Pass[DropLayersOptions]):
         self._drop_past_inputs(model, dropped, mm)
         return ir.passes.PassResult(model, modified=True)
 
-    @staticmethod
-    def _values(model: ir.Model) -> dict[str, ir.Value]:
-        found = {v.name: v for v in model.graph.inputs}
-        for node in model.graph:
-            for v in node.outputs:
-                found[v.name] = v
-        return found  # type: ignore[return-value]
-
     def _bypass(self, model: ir.Model, lm: LayerMap) -> None:
         """Make every consumer of the block's output read the block's input instead."""
-        values = self._values(model)
+        values = values_by_name(model.graph)
         x, y = values[lm.input], values[lm.output]
         graph = model.graph
         if y in graph.outputs:  # keep the output's name: route it through an Identity
