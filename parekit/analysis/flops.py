@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from parekit.analysis.dims import DIM_ROLE_ALIASES
+
 if TYPE_CHECKING:
     from parekit.analysis.modelmap import ModelMap
 
@@ -40,21 +42,7 @@ _ShapeOf = Callable[["ir.Value | None"], "list[int] | None"]
 
 logger = logging.getLogger(__name__)
 
-_ROLE_ALIASES: Mapping[str, tuple[str, ...]] = {
-    "batch": ("batch", "batch_size", "batchsize", "bs", "n", "b", "batch_dim"),
-    "seq": (
-        "seq", "seq_len", "seq_length", "sequence", "sequence_length", "sequence_len", "s", "num_tokens",
-        "input_len", "tokens",
-    ),
-    "past": (
-        "past", "past_seq_len", "past_sequence_length", "past_len", "past_length", "past_key_values_length",
-        "cache_len", "past_seq_length",
-    ),
-    "total": (
-        "total", "total_seq_len", "total_sequence_length", "total_length", "kv_len", "kv_seq_len",
-        "total_seq_length", "attention_mask_len", "attn_len",
-    ),
-}  # fmt: skip
+_ROLE_ALIASES = DIM_ROLE_ALIASES
 
 _COUNTED = frozenset({"MatMul", "MatMulInteger", "Gemm", "Attention", "Conv", "ConvTranspose"})
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from parekit.analysis.dims import dim_role
 from parekit.backends.specs import TensorSpec
 from parekit.errors import DataError
 
@@ -41,18 +42,6 @@ __all__ = [
 DEFAULT_DIMS: dict[str, int] = {"batch": 2, "seq": 16, "past": 0}
 """Sizes of the usual symbolic dims; ``total`` defaults to ``past + seq``."""
 
-_DIM_ALIASES = {
-    "batch_size": "batch",
-    "sequence": "seq",
-    "seq_len": "seq",
-    "sequence_length": "seq",
-    "past_seq_len": "past",
-    "past_length": "past",
-    "past_sequence_length": "past",
-    "total_seq_len": "total",
-    "total_length": "total",
-    "total_sequence_length": "total",
-}
 
 # Ops through which an integer input keeps its meaning as indices.
 _INDEX_PASSTHROUGH = {
@@ -190,7 +179,7 @@ def random_feeds(
 def _dim_sizes(dims: Mapping[str, int] | None) -> dict[str, int]:
     sizes = dict(DEFAULT_DIMS)
     for name, value in (dims or {}).items():
-        sizes[_DIM_ALIASES.get(name, name)] = int(value)
+        sizes[dim_role(name) or name] = int(value)
         sizes[name] = int(value)
     sizes.setdefault("total", sizes["past"] + sizes["seq"])
     return sizes
@@ -210,8 +199,8 @@ def _resolve_shape(
             shape.append(int(per_axis))
         elif isinstance(dim, int):
             shape.append(dim)
-        elif isinstance(dim, str) and (dim in sizes or _DIM_ALIASES.get(dim) in sizes):
-            shape.append(sizes[dim] if dim in sizes else sizes[_DIM_ALIASES[dim]])
+        elif isinstance(dim, str) and (dim in sizes or dim_role(dim) in sizes):
+            shape.append(sizes[dim] if dim in sizes else sizes[dim_role(dim)])  # type: ignore[index]
         else:
             missing.append(f"'{dim}'" if isinstance(dim, str) else f"unnamed axis {axis}")
     if missing:
