@@ -122,7 +122,38 @@ def keep_window_shape(
     return [(value.dtype, shape)]
 
 
-class KvWindow(OpDef):
+class KeepWindowOp(OpDef):
+    """Base of the ops that apply the keep rule along one axis (:class:`KvWindow`, ``KvWindowMask``).
+
+    Subclasses declare the schema and ``_AXIS``; body, reference and shape rule are shared.
+    """
+
+    _AXIS: int = 2
+
+    def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
+        """Records the keep rule along ``_AXIS``."""
+        return [build_keep_window(tape, inputs[0], self._AXIS)]
+
+    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
+        """NumPy keep rule along ``_AXIS``."""
+        (x,) = inputs
+        spec = self.inputs[0]
+        if x.ndim != spec.rank:
+            raise ValueError(f"{self.op_type} expects a {spec.shape} input, got shape {x.shape}")
+        sink, window = attrs[SINK_ATTR.name], attrs[WINDOW_ATTR.name]
+        assert isinstance(sink, int) and isinstance(window, int)
+        return [keep_window_reference(x, self._AXIS, sink, window)]
+
+    def infer_outputs(
+        self, inputs: Sequence[ir.Value | None], attrs: Mapping[str, AttrValue]
+    ) -> list[tuple[ir.DataType | None, ir.Shape | None]]:
+        """Same dtype; dim ``_AXIS`` becomes ``min(T, sink + window)`` (unknown if ``T`` is symbolic)."""
+        value = inputs[0]
+        assert value is not None, "input 0 is required"
+        return keep_window_shape(value, self._AXIS, attrs)
+
+
+class KvWindow(KeepWindowOp):
     """``KvWindow(cache) -> cache'``: keep the first ``sink`` and last ``window`` tokens of a KV cache."""
 
     op_type = "KvWindow"
@@ -149,27 +180,6 @@ class KvWindow(OpDef):
     )
 
     _AXIS = 2
-
-    def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
-        """Records the keep rule along axis 2."""
-        return [build_keep_window(tape, inputs[0], self._AXIS)]
-
-    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
-        """NumPy keep rule along axis 2."""
-        (cache,) = inputs
-        if cache.ndim != 4:
-            raise ValueError(f"KvWindow expects a [B, H, T, D] cache, got shape {cache.shape}")
-        sink, window = attrs[SINK_ATTR.name], attrs[WINDOW_ATTR.name]
-        assert isinstance(sink, int) and isinstance(window, int)
-        return [keep_window_reference(cache, self._AXIS, sink, window)]
-
-    def infer_outputs(
-        self, inputs: Sequence[ir.Value | None], attrs: Mapping[str, AttrValue]
-    ) -> list[tuple[ir.DataType | None, ir.Shape | None]]:
-        """Same dtype; dim 2 becomes ``min(T, sink + window)`` (unknown if ``T`` is symbolic)."""
-        value = inputs[0]
-        assert value is not None, "input 0 is required"
-        return keep_window_shape(value, self._AXIS, attrs)
 
 
 KV_WINDOW: KvWindow = register_op(KvWindow())
