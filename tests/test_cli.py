@@ -175,3 +175,14 @@ def test_text_data_on_an_image_sample_says_why(sample_path, tmp_path):
     vit = sample_path("vit")
     res = _run("check", vit, vit, "--data", "text", code=2)
     assert "image model" in res.output
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+@pytest.mark.parametrize(
+    ("name", "layers", "heads", "kv_heads"),
+    [("minilm", 6, 12, 12), ("vit", 12, 12, 12), ("gpt2-tiny", 2, 4, 4), ("llama-tiny", 2, 4, 2), ("smollm2", 30, 9, 3)],
+)
+def test_inspect_json_counts_on_every_sample(sample_path, name, layers, heads, kv_heads, opset):
+    info = json.loads(_run("inspect", sample_path(name, opset), "--json").output)
+    assert (info["num_layers"], info["num_heads"], info["num_kv_heads"]) == (layers, heads, kv_heads)
+    assert info["opset"] == opset and len(info["layers"]) == layers
