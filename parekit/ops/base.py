@@ -52,6 +52,7 @@ __all__ = [
     "all_ops",
     "const_ints",
     "get_op",
+    "float_attr_ref",
     "int_attr_ref",
     "op_names",
     "register_op",
@@ -251,6 +252,23 @@ def int_attr_ref(tape: Tape, attr_name: str) -> ir.Value:
     """
     scalar = tape.op("Constant", [], {"value_int": ir.RefAttr("value_int", attr_name, ir.AttributeType.INT)})
     return tape.op("Reshape", [scalar, const_ints(tape, [1])])
+
+
+def float_attr_ref(tape: Tape, attr_name: str) -> ir.Value:
+    """Emits a 0-D float32 tensor holding a ``float`` function attribute of the calling node.
+
+    Built as ``Constant(value_float=@attr_name)`` (``ref_attr_name``), like :func:`int_attr_ref`.
+
+    Args:
+        tape: The tape recording the body.
+        attr_name: Name of a ``float`` attribute of the op.
+
+    Returns:
+        A scalar float32 value.
+    """
+    return tape.op(
+        "Constant", [], {"value_float": ir.RefAttr("value_float", attr_name, ir.AttributeType.FLOAT)}
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -650,8 +668,9 @@ def _fmt_num(x: float) -> str:
 # The explicit list of op modules: op type -> module that defines and registers it. Modules are
 # imported lazily, on first lookup. A new op adds one line here.
 _OP_MODULES: Final[dict[str, str]] = {
-    "KvWindow": "parekit.ops.kv_window",
-    "KvWindowMask": "parekit.ops.kv_window_mask",
+    "TokenMerge": "parekit.ops.token_merge",
+    "TokenPrune": "parekit.ops.token_prune",
+    "TokenRestore": "parekit.ops.token_restore",
 }
 
 _REGISTRY: dict[str, OpDef] = {}
