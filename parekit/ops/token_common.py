@@ -42,9 +42,8 @@ __all__ = [
 BIG = 1.0e30
 """Finite stand-in for infinity in selection scores (keeps TopK/ArgMax free of inf arithmetic)."""
 
-WEIGHT_FLOOR = 1.0e-6
-"""Weight of a size-0 (padding) token when tokens are averaged: negligible beside a real token, but it
-keeps a group made only of padding well defined (its mean, not 0/0)."""
+WEIGHT_FLOOR = 1.0e-7
+"""Lower bound of a group's total weight (an empty group divides 0 by it, not by 0); representable in float16."""
 
 
 def tokens_spec(name: str = "tokens", doc: str = "token embeddings") -> TensorSpec:
@@ -102,20 +101,20 @@ def reduce_tokens(
 ) -> tuple[ir.Value, ir.Value]:
     """Weighted means of ``tokens`` over the groups of ``assign``, and the summed sizes.
 
-    ``out[m] = Σ_n assign[n, m]·w[n]·x[n] / Σ_n assign[n, m]·w[n]`` and ``sizes'[m] = Σ_n assign[n, m]·s[n]``
-    with ``w = max(weights, WEIGHT_FLOOR)``; an empty group (no member) gives 0.
+    ``out[m] = Σ_n assign[n, m]·w[n]·x[n] / Σ_n assign[n, m]·w[n]``; a group whose weights are all 0
+    (e.g. only padding) takes the plain mean instead, and an empty group gives 0. A singleton group
+    returns its token exactly. ``sizes'[m] = Σ_n assign[n, m]·s[n]``.
     """
-    floor = float_const(tape, WEIGHT_FLOOR, tokens)
-    w = tape.op("Max", [weights, floor])
+    two = const_ints(tape, [2])
+    zero = float_const(tape, 0.0, tokens)
     at = tape.op("Transpose", [assign], {"perm": [0, 2, 1]})  # [B, M, N]
-    num = tape.op("MatMul", [at, tape.op("Mul", [tokens, tape.op("Unsqueeze", [w, const_ints(tape, [2])])])])
-    den = tape.op("MatMul", [at, tape.op("Unsqueeze", [w, const_ints(tape, [2])])])  # [B, M, 1]
-    den = tape.op("Max", [den, floor])
+    w = tape.op("Unsqueeze", [weights, two])  # [B, N, 1]
+    unweighted = tape.op("CastLike", [tape.op("Equal", [tape.op("MatMul", [at, w]), zero]), tokens])  # [B, M, 1]
+    w = tape.op("Add", [w, tape.op("MatMul", [assign, unweighted])])  # 1 for members of weightless groups
+    num = tape.op("MatMul", [at, tape.op("Mul", [tokens, w])])
+    den = tape.op("Max", [tape.op("MatMul", [at, w]), float_const(tape, WEIGHT_FLOOR, tokens)])
     out = tape.op("Div", [num, den])
-    new_sizes = tape.op(
-        "Squeeze",
-        [tape.op("MatMul", [at, tape.op("Unsqueeze", [sizes, const_ints(tape, [2])])]), const_ints(tape, [2])],
-    )
+    new_sizes = tape.op("Squeeze", [tape.op("MatMul", [at, tape.op("Unsqueeze", [sizes, two])]), two])
     return out, new_sizes
 
 
@@ -166,14 +165,15 @@ def reduce_reference(
     m = assign.shape[2]
     out = np.zeros((b, m, c), dtype=np.float64)
     new_sizes = np.zeros((b, m), dtype=np.float64)
-    w = np.maximum(weights.astype(np.float64), WEIGHT_FLOOR)
     for bi in range(b):
         for mi in range(m):
             members = np.nonzero(assign[bi, :, mi])[0]
             if members.size == 0:
                 continue
-            wm = w[bi, members]
-            out[bi, mi] = (wm[:, None] * tokens[bi, members].astype(np.float64)).sum(0) / max(wm.sum(), WEIGHT_FLOOR)
+            wm = weights[bi, members].astype(np.float64)
+            if wm.sum() == 0:
+                wm = np.ones_like(wm)
+            out[bi, mi] = (wm[:, None] * tokens[bi, members].astype(np.float64)).sum(0) / wm.sum()
             new_sizes[bi, mi] = sizes[bi, members].astype(np.float64).sum()
     return out.astype(tokens.dtype), new_sizes.astype(sizes.dtype)
 

@@ -93,6 +93,15 @@ class TokenMerge(OpDef):
         "their sizes and the one-hot assignment [B, N, M]."
     )
 
+    example_tolerance = (1e-5, 1e-6)  # size-weighted means: float sums, not bit-exact
+
+    def example_inputs(self) -> list[np.ndarray]:
+        """Tokens [2, 9, 4], metric [2, 9, 3], sizes with two padding tokens (contract test)."""
+        rng = np.random.default_rng(0)
+        sizes = np.ones((2, 9), dtype=np.float32)
+        sizes[0, -2:] = 0
+        return [rng.standard_normal((2, 9, 4)).astype(np.float32), rng.standard_normal((2, 9, 3)).astype(np.float32), sizes]
+
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         tokens, metric, sizes = inputs
         n = dim(tape, tokens, 1)
@@ -155,7 +164,7 @@ class TokenMerge(OpDef):
                 k = int(np.argmax(sims32))
                 partner[i] = b_set[k]
                 score[i] = float(sims32[k]) if real[i] else BIG
-            order = sorted(a_set, key=lambda i: (-score[i], i))
+            order = sorted(score, key=lambda i: (-score[i], i))
             merged = set(order[:r_eff])
             survivors = [i for i in range(n) if i not in merged]
             where = {i: k for k, i in enumerate(survivors)}

@@ -90,6 +90,15 @@ class TokenPrune(OpDef):
         "the one-hot assignment [B, N, M]."
     )
 
+    example_tolerance = (1e-5, 1e-6)  # size-weighted means: float sums, not bit-exact
+
+    def example_inputs(self) -> list[np.ndarray]:
+        """Tokens [2, 9, 4], scores, sizes with two padding tokens (contract test)."""
+        rng = np.random.default_rng(0)
+        sizes = np.ones((2, 9), dtype=np.float32)
+        sizes[0, -2:] = 0
+        return [rng.standard_normal((2, 9, 4)).astype(np.float32), rng.random((2, 9)).astype(np.float32), sizes]
+
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         tokens, scores, sizes = inputs
         n = dim(tape, tokens, 1)

@@ -39,6 +39,17 @@ class TokenRestore(OpDef):
         "tokens are unmerged and dropped tokens keep their base value."
     )
 
+    example_tolerance = (1e-5, 1e-6)  # MatMul sums
+
+    def example_inputs(self) -> list[np.ndarray]:
+        """Reduced [2, 4, 3], a one-hot assignment [2, 6, 4] with one dropped row, base [2, 6, 3]."""
+        rng = np.random.default_rng(0)
+        assign = np.zeros((2, 6, 4), dtype=np.float32)
+        for n, m in enumerate([0, 1, 1, 2, 3, -1]):
+            if m >= 0:
+                assign[:, n, m] = 1
+        return [rng.standard_normal((2, 4, 3)).astype(np.float32), assign, rng.standard_normal((2, 6, 3)).astype(np.float32)]
+
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         reduced, assign, base = inputs
         spread = tape.op("MatMul", [assign, reduced])
