@@ -106,7 +106,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
         def make(lm: LayerMap, point: ir.Value, sizes: ir.Value, dim: TokenDim) -> Reduction:
             metric = tg.keys_metric(lm)
             node = tg.insert_op(TOKEN_MERGE, [point, metric, sizes], {"r": opts.r, "protect": opts.protect}, f"merge_l{lm.index}")
-            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"({dim}) - {opts.r}"
+            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
             merges = merge_limit(dim, opts.r, opts.protect) if isinstance(dim, int) else opts.r
             self.report.note_site(layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), merged=merges)
             return Reduction(point, node.outputs[0], node.outputs[1], node.outputs[2], new_dim)
@@ -125,7 +125,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
         for lm, x, y, segment, y_shape in blocks:
             x = restored.get(x, x)
             node = tg.insert_op(TOKEN_MERGE, [x, x, sizes], {"r": opts.r, "protect": opts.protect}, f"merge_l{lm.index}")
-            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"({dim}) - {opts.r}"
+            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
             red = Reduction(x, node.outputs[0], node.outputs[1], node.outputs[2], new_dim)
             annotate_reduction(red, x, dim)
             outside = [(u.node, u.idx) for u in y.uses()]

@@ -84,6 +84,7 @@ class TokenPrune(Pass[TokenPruneOptions]):
     def _prune(self, tg: TokenGraph):  # type: ignore[no-untyped-def]
         opts = self.options
         fuse = int(opts.fuse)
+        labels: dict[str, str] = {}  # shape expression → readable formula, for the report
 
         def make(lm: LayerMap, point: ir.Value, sizes: ir.Value, dim: TokenDim) -> Reduction:
             scores = tg.attention_scores(lm, sizes, opts.score)
@@ -94,7 +95,14 @@ class TokenPrune(Pass[TokenPruneOptions]):
             else:
                 kq, p = round(opts.keep * _Q), opts.protect
                 new_dim = f"{p + fuse} - floor(({_Q // 100} - {kq}*(({dim}) - {p}))/{_Q})"
-            self.report.note_site(layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), score=opts.score)
+                labels[new_dim] = f"{p + fuse} + ceil({opts.keep:g}·({labels.get(dim, dim)} - {p}))"
+            self.report.note_site(
+                layer=lm.index,
+                scope=lm.scope,
+                tokens_in=labels.get(str(dim), str(dim)),
+                tokens_out=labels.get(str(new_dim), str(new_dim)),
+                score=opts.score,
+            )
             return Reduction(point, node.outputs[0], node.outputs[1], node.outputs[2], new_dim)
 
         return make

@@ -136,3 +136,39 @@ def assert_body_matches_reference(
         else:
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=where)
     return got
+
+
+TENSORRT_BUILD = """
+import sys, tensorrt_rtx as trt
+logger = trt.Logger(trt.Logger.ERROR)
+builder = trt.Builder(logger)
+network = builder.create_network(0)
+parser = trt.OnnxParser(network, logger)
+if not parser.parse_from_file(sys.argv[1]):
+    print("\\n".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
+    sys.exit(2)
+config = builder.create_builder_config()
+dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+if dynamic:  # one profile: every dynamic dim from 1 to the size given as NAME:AXIS=SIZE (default 8)
+    sizes = dict(arg.split("=") for arg in sys.argv[2:])
+    profile = builder.create_optimization_profile()
+    for t in dynamic:
+        shape = tuple(t.shape)
+        opt = [int(sizes.get(f"{t.name}:{k}", 8)) if d == -1 else d for k, d in enumerate(shape)]
+        profile.set_shape(t.name, [1 if d == -1 else d for d in shape], opt, opt)
+    config.add_optimization_profile(profile)
+sys.exit(0 if builder.build_serialized_network(network, config) else 3)
+"""
+"""Parse + build an ONNX file with TensorRT-RTX's CPU-only builder (run it in a subprocess: a parser
+abort must not take the test session down). Exit 0 = built, 2 = parse errors (printed), 3 = build failed."""
+
+
+def tensorrt_build(path: str, *dims: str, timeout: int = 600) -> tuple[int, str]:
+    """Runs :data:`TENSORRT_BUILD` on ``path`` in a subprocess; returns (exit code, output)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", TENSORRT_BUILD, path, *dims], capture_output=True, text=True, timeout=timeout
+    )
+    return run.returncode, run.stdout + run.stderr

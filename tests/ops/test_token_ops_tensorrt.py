@@ -1,0 +1,35 @@
+"""The token-reduction op bodies, and a whole token-merged ViT, parse and build under TensorRT-RTX (CPU-only).
+
+Skipped where ``tensorrt_rtx`` is not installed (``pip install tensorrt-rtx-cu13``, notes/tensorrt.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parekit.backends.save import save_model
+from parekit.ops import get_op
+from parekit.passes.manager import run_pipeline
+
+from .harness import build_model, check_model, tensorrt_build
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)")
+
+
+@pytest.mark.parametrize("op", ["TokenPrune", "TokenMerge", "TokenRestore"])
+def test_token_op_body_builds_under_tensorrt(tmp_path, op):
+    opdef = get_op(op)
+    path = tmp_path / f"{op}.onnx"
+    model = build_model(opdef, opdef.example_inputs(), {}, static_shapes=True)  # type: ignore[attr-defined]
+    path.write_bytes(check_model(model).SerializeToString())
+    code, out = tensorrt_build(str(path))
+    assert code == 0, f"{op}: TensorRT-RTX could not parse/build the body:\n{out}"
+
+
+def test_token_pruned_minilm_builds_under_tensorrt(tmp_path, load_sample):
+    """The opset-18 MiniLM with a TokenPrune and a TokenRestore, dynamic batch and sequence."""
+    result = run_pipeline(load_sample("minilm", 18), "token-prune{keep=0.5,layers=[2]}")
+    path = tmp_path / "minilm.p.onnx"
+    save_model(result.model, path)
+    code, out = tensorrt_build(str(path), "input_ids:1=128", "attention_mask:1=128")
+    assert code == 0, f"TensorRT-RTX could not parse/build the pruned MiniLM:\n{out}"
