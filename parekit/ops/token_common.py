@@ -109,7 +109,9 @@ def reduce_tokens(
     zero = float_const(tape, 0.0, tokens)
     at = tape.op("Transpose", [assign], {"perm": [0, 2, 1]})  # [B, M, N]
     w = tape.op("Unsqueeze", [weights, two])  # [B, N, 1]
-    unweighted = tape.op("CastLike", [tape.op("Equal", [tape.op("MatMul", [at, w]), zero]), tokens])  # [B, M, 1]
+    unweighted = tape.op(
+        "CastLike", [tape.op("Equal", [tape.op("MatMul", [at, w]), zero]), tokens]
+    )  # [B, M, 1]
     w = tape.op("Add", [w, tape.op("MatMul", [assign, unweighted])])  # 1 for members of weightless groups
     num = tape.op("MatMul", [at, tape.op("Mul", [tokens, w])])
     den = tape.op("Max", [tape.op("MatMul", [at, w]), float_const(tape, WEIGHT_FLOOR, tokens)])
@@ -136,10 +138,17 @@ def rank_below(tape: Tape, scores: ir.Value, count: ir.Value) -> ir.Value:
     beats = tape.op("Greater", [s_j, s_i])
     lower = tape.op(
         "Less",
-        [tape.op("Unsqueeze", [idx, const_ints(tape, [0])]), tape.op("Unsqueeze", [idx, const_ints(tape, [1])])],
+        [
+            tape.op("Unsqueeze", [idx, const_ints(tape, [0])]),
+            tape.op("Unsqueeze", [idx, const_ints(tape, [1])]),
+        ],
     )  # [N(i), N(j)]: j < i
     beats = tape.op("Or", [beats, tape.op("And", [tape.op("Equal", [s_j, s_i]), lower])])
-    rank = tape.op("ReduceSum", [tape.op("Cast", [beats], {"to": ir.DataType.FLOAT}), const_ints(tape, [2])], {"keepdims": 0})
+    rank = tape.op(
+        "ReduceSum",
+        [tape.op("Cast", [beats], {"to": ir.DataType.FLOAT}), const_ints(tape, [2])],
+        {"keepdims": 0},
+    )
     return tape.op("Less", [rank, tape.op("Cast", [count], {"to": ir.DataType.FLOAT})])
 
 

@@ -74,13 +74,17 @@ class TokenMerge(OpDef):
     plugin_version = "1"
     inputs = (
         tokens_spec(),
-        TensorSpec("metric", FLOAT_DTYPES, "[B, N, D]", rank=3, doc="features compared by cosine (e.g. keys)"),
+        TensorSpec(
+            "metric", FLOAT_DTYPES, "[B, N, D]", rank=3, doc="features compared by cosine (e.g. keys)"
+        ),
         sizes_spec(),
     )
     outputs = (
         tokens_spec("tokens_out", "surviving tokens in order, merged ones size-weighted"),
         sizes_spec("sizes_out", "[B, M]"),
-        TensorSpec("assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"),
+        TensorSpec(
+            "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"
+        ),
     )
     attributes = (
         AttrSpec("r", "int", default=8, minimum=0, doc="token pairs merged"),
@@ -100,14 +104,24 @@ class TokenMerge(OpDef):
         rng = np.random.default_rng(0)
         sizes = np.ones((2, 9), dtype=np.float32)
         sizes[0, -2:] = 0
-        return [rng.standard_normal((2, 9, 4)).astype(np.float32), rng.standard_normal((2, 9, 3)).astype(np.float32), sizes]
+        return [
+            rng.standard_normal((2, 9, 4)).astype(np.float32),
+            rng.standard_normal((2, 9, 3)).astype(np.float32),
+            sizes,
+        ]
 
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         tokens, metric, sizes = inputs
         n = dim(tape, tokens, 1)
         one, two = const_ints(tape, [1]), const_ints(tape, [2])
         p = tape.op("Min", [int_attr_ref(tape, "protect"), n])
-        free_a = tape.op("Sub", [tape.op("Div", [tape.op("Add", [n, one]), two]), tape.op("Div", [tape.op("Add", [p, one]), two])])
+        free_a = tape.op(
+            "Sub",
+            [
+                tape.op("Div", [tape.op("Add", [n, one]), two]),
+                tape.op("Div", [tape.op("Add", [p, one]), two]),
+            ],
+        )
         free_b = tape.op("Sub", [tape.op("Div", [n, two]), tape.op("Div", [p, two])])
         r = tape.op("Min", [int_attr_ref(tape, "r"), free_a, free_b])
         r = tape.op("Max", [r, const_ints(tape, [0])])
@@ -118,7 +132,9 @@ class TokenMerge(OpDef):
         is_a = tape.op("Equal", [tape.op("Mod", [idx, const_ints(tape, [2])]), const_ints(tape, [0])])
         src = tape.op("And", [is_a, free])  # [N] free A tokens
         dst = tape.op("And", [tape.op("Not", [is_a]), free])  # [N] free B tokens
-        pair = tape.op("And", [tape.op("Unsqueeze", [src, one]), tape.op("Unsqueeze", [dst, const_ints(tape, [0])])])
+        pair = tape.op(
+            "And", [tape.op("Unsqueeze", [src, one]), tape.op("Unsqueeze", [dst, const_ints(tape, [0])])]
+        )
 
         zero = float_const(tape, 0.0, tokens)
         real = tape.op("Greater", [sizes, zero])  # [B, N]
@@ -128,7 +144,9 @@ class TokenMerge(OpDef):
         sim = tape.op("CastLike", [sim, tokens])
         pad_dst = tape.op("Not", [tape.op("Unsqueeze", [real, one])])  # [B, 1, N]
         real_src = tape.op("Unsqueeze", [real, two])  # [B, N, 1]
-        sim = tape.op("Where", [tape.op("And", [pad_dst, real_src]), float_const(tape, -_PAD_PENALTY, tokens), sim])
+        sim = tape.op(
+            "Where", [tape.op("And", [pad_dst, real_src]), float_const(tape, -_PAD_PENALTY, tokens), sim]
+        )
         sim = tape.op("Where", [pair, sim, float_const(tape, -BIG, tokens)])
         best = tape.op("ReduceMax", [sim, two], {"keepdims": 0})  # [B, N]
         partner = tape.op("ArgMax", [sim], {"axis": 2, "keepdims": 0})  # [B, N] int64
@@ -159,7 +177,9 @@ class TokenMerge(OpDef):
             real = sizes[bi] > 0
             partner, score = {}, {}
             for i in a_set if b_set else []:
-                sims = [(unit[bi, i] @ unit[bi, j]) if (real[j] or not real[i]) else -_PAD_PENALTY for j in b_set]
+                sims = [
+                    (unit[bi, i] @ unit[bi, j]) if (real[j] or not real[i]) else -_PAD_PENALTY for j in b_set
+                ]
                 sims32 = np.asarray(sims, dtype=tokens.dtype)
                 k = int(np.argmax(sims32))
                 partner[i] = b_set[k]

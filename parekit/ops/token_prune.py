@@ -76,12 +76,21 @@ class TokenPrune(OpDef):
     outputs = (
         tokens_spec("tokens_out", "kept tokens in order, then the fused token if fuse=1"),
         sizes_spec("sizes_out", "[B, M]"),
-        TensorSpec("assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"),
+        TensorSpec(
+            "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"
+        ),
     )
     attributes = (
         AttrSpec("keep", "float", default=0.5, minimum=0.0, maximum=1.0, doc="fraction of free tokens kept"),
         AttrSpec("protect", "int", default=1, minimum=0, doc="leading tokens always kept (1 = CLS)"),
-        AttrSpec("fuse", "int", default=0, minimum=0, maximum=1, doc="append the scores-weighted mean of the pruned tokens"),
+        AttrSpec(
+            "fuse",
+            "int",
+            default=0,
+            minimum=0,
+            maximum=1,
+            doc="append the scores-weighted mean of the pruned tokens",
+        ),
     )
     min_opset = 14
     doc = (
@@ -97,7 +106,11 @@ class TokenPrune(OpDef):
         rng = np.random.default_rng(0)
         sizes = np.ones((2, 9), dtype=np.float32)
         sizes[0, -2:] = 0
-        return [rng.standard_normal((2, 9, 4)).astype(np.float32), rng.random((2, 9)).astype(np.float32), sizes]
+        return [
+            rng.standard_normal((2, 9, 4)).astype(np.float32),
+            rng.random((2, 9)).astype(np.float32),
+            sizes,
+        ]
 
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         tokens, scores, sizes = inputs
@@ -107,7 +120,9 @@ class TokenPrune(OpDef):
         wanted = tape.op(
             "Sub",
             [
-                tape.op("Mul", [tape.op("Cast", [free], {"to": ir.DataType.FLOAT}), float_attr_ref(tape, "keep")]),
+                tape.op(
+                    "Mul", [tape.op("Cast", [free], {"to": ir.DataType.FLOAT}), float_attr_ref(tape, "keep")]
+                ),
                 tape.op("Constant", [], {"value_float": float(_SLACK)}),
             ],
         )
@@ -122,7 +137,12 @@ class TokenPrune(OpDef):
         kept = rank_below(tape, s, count)  # [B, N] bool
         target = tape.op(
             "Sub",
-            [tape.op("CumSum", [tape.op("Cast", [kept], {"to": ir.DataType.INT64}), const_ints(tape, [1])]), const_ints(tape, [1])],
+            [
+                tape.op(
+                    "CumSum", [tape.op("Cast", [kept], {"to": ir.DataType.INT64}), const_ints(tape, [1])]
+                ),
+                const_ints(tape, [1]),
+            ],
         )
         assign = assign_from_target(tape, target, count, kept, tokens)
         pruned = tape.op("CastLike", [tape.op("Not", [kept]), tokens])

@@ -29,7 +29,9 @@ class TokenRestore(OpDef):
     plugin_version = "1"
     inputs = (
         TensorSpec("reduced", FLOAT_DTYPES, "[B, M, C]", rank=3, doc="reduced tokens"),
-        TensorSpec("assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot (or zero) rows from a reducing op"),
+        TensorSpec(
+            "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot (or zero) rows from a reducing op"
+        ),
         tokens_spec("base", "full-length tokens used where a row of assign is zero"),
     )
     outputs = (tokens_spec("tokens_out", "full-length tokens [B, N, C]"),)
@@ -48,7 +50,11 @@ class TokenRestore(OpDef):
         for n, m in enumerate([0, 1, 1, 2, 3, -1]):
             if m >= 0:
                 assign[:, n, m] = 1
-        return [rng.standard_normal((2, 4, 3)).astype(np.float32), assign, rng.standard_normal((2, 6, 3)).astype(np.float32)]
+        return [
+            rng.standard_normal((2, 4, 3)).astype(np.float32),
+            assign,
+            rng.standard_normal((2, 6, 3)).astype(np.float32),
+        ]
 
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         reduced, assign, base = inputs

@@ -196,6 +196,7 @@ class Pass(ir.passes.InPlacePass, Generic[O]):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Analyze the model, then :meth:`run` the rewrite (the ``onnx_ir`` pass entry point)."""
         start = time.perf_counter()
+        self.precheck(model)
         mm = self.ctx.analyze(model)
         self.model_map = mm
         result = self.run(model, mm)
@@ -210,6 +211,13 @@ class Pass(ir.passes.InPlacePass, Generic[O]):
                 self.report.identity,
             )
         return result
+
+    def precheck(self, model: ir.Model) -> None:  # noqa: B027 (optional hook, empty by default)
+        """Refuse, before structure analysis, a model this pass can never apply to (default: accept all).
+
+        Raises:
+            PassNotApplicableError: use :meth:`not_applicable`.
+        """
 
     @abc.abstractmethod
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:

@@ -167,6 +167,7 @@ def run_pipeline(
             cls, options = step
             if bar is not None:
                 bar.update(task, description=f"{cls.name}")
+            cls(options, ctx).precheck(model)  # refusals that need no structure map come first
             mm = ctx.analyze(model)
             dims = dim_bindings(ctx.flop_dims, mm)
             # The last pass's "after" is this pass's "before" when the dims did not change.

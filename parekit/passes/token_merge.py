@@ -32,6 +32,7 @@ from parekit.passes.token_rewire import (
     annotate_reduction,
     finish_outputs,
     reduce_progressively,
+    refuse_reduced,
 )
 
 __all__ = ["TokenMergeOptions"]
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TokenMergeOptions:
-    r: int = field(default=8, metadata={"help": "token pairs merged in each chosen layer (ToMe's r)", "min": 0})
+    r: int = field(
+        default=8, metadata={"help": "token pairs merged in each chosen layer (ToMe's r)", "min": 0}
+    )
     layers: tuple[int, ...] | None = field(
         default=None, metadata={"help": "layers that merge (0-based); default: every layer", "min": 0}
     )
@@ -78,6 +81,9 @@ def chosen_layers(pass_name: str, requested: tuple[int, ...] | None, mm: ModelMa
 class TokenMerge(Pass[TokenMergeOptions]):
     """Merge the r most similar token pairs per layer (ToMe), with size tracking and proportional attention."""
 
+    def precheck(self, model: ir.Model) -> None:
+        refuse_reduced(model, self.name)
+
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options
         if mm.kind != "encoder":
@@ -105,10 +111,19 @@ class TokenMerge(Pass[TokenMergeOptions]):
 
         def make(lm: LayerMap, point: ir.Value, sizes: ir.Value, dim: TokenDim) -> Reduction:
             metric = tg.keys_metric(lm)
-            node = tg.insert_op(TOKEN_MERGE, [point, metric, sizes], {"r": opts.r, "protect": opts.protect}, f"merge_l{lm.index}")
-            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
+            node = tg.insert_op(
+                TOKEN_MERGE,
+                [point, metric, sizes],
+                {"r": opts.r, "protect": opts.protect},
+                f"merge_l{lm.index}",
+            )
+            new_dim: TokenDim = (
+                merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
+            )
             merges = merge_limit(dim, opts.r, opts.protect) if isinstance(dim, int) else opts.r
-            self.report.note_site(layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), merged=merges)
+            self.report.note_site(
+                layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), merged=merges
+            )
             return Reduction(point, node.outputs[0], node.outputs[1], node.outputs[2], new_dim)
 
         return make
@@ -124,15 +139,21 @@ class TokenMerge(Pass[TokenMergeOptions]):
         restored: dict[ir.Value, ir.Value] = {}  # a block's output → its full-length replacement
         for lm, x, y, segment, y_shape in blocks:
             x = restored.get(x, x)
-            node = tg.insert_op(TOKEN_MERGE, [x, x, sizes], {"r": opts.r, "protect": opts.protect}, f"merge_l{lm.index}")
-            new_dim: TokenDim = merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
+            node = tg.insert_op(
+                TOKEN_MERGE, [x, x, sizes], {"r": opts.r, "protect": opts.protect}, f"merge_l{lm.index}"
+            )
+            new_dim: TokenDim = (
+                merged_count(dim, opts.r, opts.protect) if isinstance(dim, int) else f"{dim} - {opts.r}"
+            )
             red = Reduction(x, node.outputs[0], node.outputs[1], node.outputs[2], new_dim)
             annotate_reduction(red, x, dim)
             outside = [(u.node, u.idx) for u in y.uses()]
             is_output = any(o is y for o in tg.graph.outputs)
             tg.rewire_segment(segment, red, opts.prop_attn)
             delta = tg.op("Sub", [y, red.tokens])
-            spread = tg.insert_op(_restore_op(), [delta, red.assign, x], {}, f"unmerge_l{lm.index}").outputs[0]
+            spread = tg.insert_op(_restore_op(), [delta, red.assign, x], {}, f"unmerge_l{lm.index}").outputs[
+                0
+            ]
             y_full = tg.op("Add", [x, spread])
             y_full.shape, y_full.dtype = y_shape, y.dtype
             for user, idx in outside:
@@ -140,7 +161,9 @@ class TokenMerge(Pass[TokenMergeOptions]):
             if is_output:
                 tg.replace_output(y, y_full)
             restored[y] = y_full
-            self.report.note_site(layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), mode="unmerge")
+            self.report.note_site(
+                layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), mode="unmerge"
+            )
 
 
 def _restore_op():  # type: ignore[no-untyped-def]

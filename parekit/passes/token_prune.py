@@ -25,7 +25,14 @@ from parekit.ops.token_prune import TOKEN_PRUNE, pruned_count
 from parekit.passes.base import Pass
 from parekit.passes.registry import register
 from parekit.passes.token_merge import chosen_layers
-from parekit.passes.token_rewire import Reduction, TokenDim, TokenGraph, finish_outputs, reduce_progressively
+from parekit.passes.token_rewire import (
+    Reduction,
+    TokenDim,
+    TokenGraph,
+    finish_outputs,
+    reduce_progressively,
+    refuse_reduced,
+)
 
 __all__ = ["TokenPruneOptions"]
 
@@ -36,7 +43,14 @@ _Q = 100000  # fixed-point scale for symbolic token counts (shape expressions ta
 
 @dataclass(frozen=True)
 class TokenPruneOptions:
-    keep: float = field(default=0.5, metadata={"help": "fraction of the non-protected tokens kept at each chosen layer", "min": 0.0, "max": 1.0})
+    keep: float = field(
+        default=0.5,
+        metadata={
+            "help": "fraction of the non-protected tokens kept at each chosen layer",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
     layers: tuple[int, ...] | None = field(
         default=None, metadata={"help": "layers that prune (0-based); default: every layer", "min": 0}
     )
@@ -44,11 +58,15 @@ class TokenPruneOptions:
         default="cls",
         metadata={"help": "token importance: attention from the CLS token, or mean attention received"},
     )
-    fuse: bool = field(default=False, metadata={"help": "append the score-weighted mean of the pruned tokens (EViT)"})
+    fuse: bool = field(
+        default=False, metadata={"help": "append the score-weighted mean of the pruned tokens (EViT)"}
+    )
     protect: int = field(default=1, metadata={"help": "leading tokens always kept (1 = CLS)", "min": 0})
     outputs: Literal["restore", "short"] = field(
         default="restore",
-        metadata={"help": "outputs with a token axis: restore full length (pruned tokens keep their last value) or keep them short"},
+        metadata={
+            "help": "outputs with a token axis: restore full length (pruned tokens keep their last value) or keep them short"
+        },
     )
 
     def validate(self) -> None:
@@ -61,6 +79,9 @@ class TokenPruneOptions:
 @register("token-prune", options=TokenPruneOptions)
 class TokenPrune(Pass[TokenPruneOptions]):
     """Keep the top `keep` fraction of tokens by attention score in chosen layers (EViT/ATS top-k)."""
+
+    def precheck(self, model: ir.Model) -> None:
+        refuse_reduced(model, self.name)
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options

@@ -39,9 +39,19 @@ import onnx_ir as ir
 
 from parekit.analysis.modelmap import LayerMap, ModelMap
 from parekit.errors import PassNotApplicableError
+from parekit.ops.token_merge import TOKEN_MERGE
+from parekit.ops.token_prune import TOKEN_PRUNE
 from parekit.ops.token_restore import TOKEN_RESTORE
 
-__all__ = ["Reduction", "TokenDim", "TokenGraph", "annotate_reduction", "finish_outputs", "reduce_progressively"]
+__all__ = [
+    "Reduction",
+    "TokenDim",
+    "TokenGraph",
+    "annotate_reduction",
+    "finish_outputs",
+    "reduce_progressively",
+    "refuse_reduced",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +113,12 @@ class TokenGraph:
         return self.values[name]
 
     def node(
-        self, op_type: str, inputs: Sequence[ir.Value | None], num_outputs: int = 1, domain: str = "", **attrs: object
+        self,
+        op_type: str,
+        inputs: Sequence[ir.Value | None],
+        num_outputs: int = 1,
+        domain: str = "",
+        **attrs: object,
     ) -> ir.Node:
         self._counter += 1
         node = ir.node(
@@ -125,11 +140,18 @@ class TokenGraph:
     def const(self, array: np.ndarray | Sequence[int] | float, name: str = "const") -> ir.Value:
         self._counter += 1
         tensor = ir.tensor(np.asarray(array), name=f"{self.pass_name}/{name}_{self._counter}")
-        value = ir.Value(name=tensor.name, const_value=tensor, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype))
+        value = ir.Value(
+            name=tensor.name,
+            const_value=tensor,
+            shape=ir.Shape(tensor.shape),
+            type=ir.TensorType(tensor.dtype),
+        )
         self.graph.register_initializer(value)
         return value
 
-    def insert_op(self, opdef: object, inputs: Sequence[ir.Value], attributes: dict[str, object], tag: str) -> ir.Node:
+    def insert_op(
+        self, opdef: object, inputs: Sequence[ir.Value], attributes: dict[str, object], tag: str
+    ) -> ir.Node:
         """Inserts a parekit op node (``opdef.make_node``) and names its outputs."""
         self._counter += 1
         node = opdef.make_node(self.model, inputs, attributes=attributes, name=f"{self.pass_name}/{tag}")  # type: ignore[attr-defined]
@@ -198,14 +220,25 @@ class TokenGraph:
         if source == "cls":
             row = self.op("Gather", [probs, self.const(np.array(0, dtype=np.int64))], axis=2)  # [B, H, N]
             return self.op("ReduceMean", [row, self.const([1])], keepdims=0)
-        real = self.op("Cast", [self.op("Greater", [sizes, self.op("CastLike", [self.const(np.float32(0)), sizes])])], to=self.dtype)
+        real = self.op(
+            "Cast",
+            [self.op("Greater", [sizes, self.op("CastLike", [self.const(np.float32(0)), sizes])])],
+            to=self.dtype,
+        )
         weighted = self.op("Mul", [probs, self.op("Unsqueeze", [real, self.const([1, 3])])])
         return self.op("ReduceSum", [weighted, self.const([1, 2])], keepdims=0)
 
     def _recompute_probs(self, lm: LayerMap, sizes: ir.Value, cls_only: bool) -> ir.Value:
         node = self._node(lm.attention.nodes[0])
         q, k = node.inputs[0], node.inputs[1]
-        if q is None or k is None or q.shape is None or len(q.shape) != 4 or k.shape is None or len(k.shape) != 4:
+        if (
+            q is None
+            or k is None
+            or q.shape is None
+            or len(q.shape) != 4
+            or k.shape is None
+            or len(k.shape) != 4
+        ):
             raise self.refuse(f"layer {lm.index}: Attention inputs are not [B, H, S, D]")
         head_dim = k.shape[3]
         scale_attr = node.attributes.get("scale")
@@ -222,7 +255,9 @@ class TokenGraph:
         logits = self.op("Add", [logits, self.additive_mask(sizes, prop=False, like=logits)])
         return self.op("Softmax", [logits], axis=-1)
 
-    def additive_mask(self, sizes: ir.Value, prop: bool, like: ir.Value | None = None, square: bool = False) -> ir.Value:
+    def additive_mask(
+        self, sizes: ir.Value, prop: bool, like: ir.Value | None = None, square: bool = False
+    ) -> ir.Value:
         """``[B, 1, 1, M]``: 0 (or ``log size`` with proportional attention) for real tokens, -inf for padding.
 
         ``square=True`` expands it to ``[B, 1, M, M]`` (ONNX Runtime's ``Attention`` wants the query dim).
@@ -236,13 +271,21 @@ class TokenGraph:
             bm = self.op("Shape", [sizes])
             one = self.const(np.array([1], dtype=np.int64))
             m = self.op("Slice", [bm, one, self.const(np.array([2], dtype=np.int64))])
-            full = self.op("Concat", [self.op("Slice", [bm, self.const(np.array([0], dtype=np.int64)), one]), one, m, m], axis=0)
+            full = self.op(
+                "Concat",
+                [self.op("Slice", [bm, self.const(np.array([0], dtype=np.int64)), one]), one, m, m],
+                axis=0,
+            )
             mask = self.op("Expand", [flat, full])
             self._masks[key] = mask
             return mask
         zero = self.op("CastLike", [self.const(np.float32(0)), sizes])
         real = self.op("Greater", [sizes, zero])
-        inner = self.op("Log", [self.op("Max", [sizes, self.op("CastLike", [self.const(np.float32(1)), sizes])])]) if prop else zero
+        inner = (
+            self.op("Log", [self.op("Max", [sizes, self.op("CastLike", [self.const(np.float32(1)), sizes])])])
+            if prop
+            else zero
+        )
         neg = self.op("CastLike", [self.const(np.float32(-np.inf)), sizes])
         mask = self.op("Unsqueeze", [self.op("Where", [real, inner, neg]), self.const([1, 2])])
         if like is not None and like.dtype is not None and like.dtype != sizes.dtype:
@@ -277,7 +320,9 @@ class TokenGraph:
             stack.extend(v.producer() for v in node.inputs if v is not None)
         return seen
 
-    def rewire_segment(self, nodes: Iterable[ir.Node], red: Reduction, prop: bool, sizes_for_mask: ir.Value | None = None) -> None:
+    def rewire_segment(
+        self, nodes: Iterable[ir.Node], red: Reduction, prop: bool, sizes_for_mask: ir.Value | None = None
+    ) -> None:
         """Makes the original ``nodes`` (one segment) consume ``red``'s tokens and token-dependent side values.
 
         Args:
@@ -326,7 +371,9 @@ class TokenGraph:
         """Full-length version of a reduced residual ``value``, through every reduction in ``chain`` (last first)."""
         full = value
         for red in reversed(chain):
-            node = self.insert_op(TOKEN_RESTORE, [full, red.assign, red.point], {}, tag=f"restore_{red.point.name}")
+            node = self.insert_op(
+                TOKEN_RESTORE, [full, red.assign, red.point], {}, tag=f"restore_{red.point.name}"
+            )
             full = node.outputs[0]
         return full
 
@@ -348,7 +395,9 @@ class TokenGraph:
                 return node
         raise self.refuse(f"node {name!r} from the structure map is not in the graph")
 
-    def _mask_slots(self, segment: set[ir.Node], squares: set[ir.Node]) -> dict[tuple[ir.Node, int], ir.Value]:
+    def _mask_slots(
+        self, segment: set[ir.Node], squares: set[ir.Node]
+    ) -> dict[tuple[ir.Node, int], ir.Value]:
         """Attention-mask input slots of the segment's attentions → a value of the logits' type.
 
         ``Attention`` nodes (which need a ``[B, 1, M, M]`` mask) are added to ``squares``.
@@ -362,7 +411,9 @@ class TokenGraph:
                     continue
                 if len(node.inputs) < 4 or node.inputs[3] is None:
                     inputs = list(node.inputs) + [None] * (4 - len(node.inputs))
-                    raise self.refuse(f"layer {lm.index}: Attention node {node.name!r} has no mask input ({len(inputs)})")
+                    raise self.refuse(
+                        f"layer {lm.index}: Attention node {node.name!r} has no mask input ({len(inputs)})"
+                    )
                 slots[(node, 3)] = node.inputs[0]  # type: ignore[assignment]
                 squares.add(node)
                 continue
@@ -385,7 +436,9 @@ class TokenGraph:
     def _reshape_target(self, node: ir.Node) -> ir.Value:
         data, out = node.inputs[0], node.outputs[0]
         if data is None or data.shape is None or out.shape is None:
-            raise self.refuse(f"Reshape {node.name!r} in the reduced region has no known shapes to rewrite its target")
+            raise self.refuse(
+                f"Reshape {node.name!r} in the reduced region has no known shapes to rewrite its target"
+            )
         # Copy batch/token dims from the data's runtime shape; a literal 0 ("copy") would be right for
         # Reshape but ONNX Runtime's shape propagation reads it as a 0-sized dim further down.
         shape = None
@@ -401,13 +454,20 @@ class TokenGraph:
                 inferred += 1
                 parts.append(self.const(np.array([-1], dtype=np.int64), name="dim"))
         if inferred > 1:
-            raise self.refuse(f"Reshape {node.name!r}: cannot express target {list(out.shape)} from input {list(data.shape)}")
+            raise self.refuse(
+                f"Reshape {node.name!r}: cannot express target {list(out.shape)} from input {list(data.shape)}"
+            )
         return self.op("Concat", parts, axis=0)
 
     def _token_inputs(self) -> dict[ir.Value, str]:
         out: dict[ir.Value, str] = {}
         for v in self.graph.inputs:
-            if v.shape is not None and len(v.shape) >= 2 and _same_dim(v.shape[1], self.token_dim) and not isinstance(self.token_dim, int):
+            if (
+                v.shape is not None
+                and len(v.shape) >= 2
+                and _same_dim(v.shape[1], self.token_dim)
+                and not isinstance(self.token_dim, int)
+            ):
                 out[v] = "mask" if v.name == self.mm.inputs.get("attention_mask") else "other"
         return out
 
@@ -426,7 +486,9 @@ class TokenGraph:
             if inputs[v] == "other":
                 users = [u.node.op_type for u in v.uses()]
                 if any(t not in _SHAPE_OPS for t in users):
-                    raise self.refuse(f"graph input {v.name!r} is read for its values after the reduction point ({users})")
+                    raise self.refuse(
+                        f"graph input {v.name!r} is read for its values after the reduction point ({users})"
+                    )
             clones[v] = stand_in
             return stand_in
         producer = v.producer()
@@ -464,6 +526,16 @@ def _retarget_shape(value: ir.Value, old: TokenDim, new: TokenDim) -> None:
 def expression_dim(prev: TokenDim, formula: Callable[[int], int], text: Callable[[str], str]) -> TokenDim:
     """The reduced count: ``formula(prev)`` when ``prev`` is an int, else the expression ``text(prev)``."""
     return formula(prev) if isinstance(prev, int) else text(prev)
+
+
+def refuse_reduced(model: ir.Model, pass_name: str) -> None:
+    """Raises if the model's tokens are already reduced (token passes do not stack)."""
+    reduced = [n.name for n in model.graph if TOKEN_PRUNE.matches(n) or TOKEN_MERGE.matches(n)]
+    if reduced:
+        raise PassNotApplicableError(
+            f"{pass_name}: the model's tokens are already reduced by {reduced[0]!r}; token passes do not stack",
+            note="use one token-prune or token-merge with several layers",
+        )
 
 
 def reduce_progressively(
@@ -523,7 +595,11 @@ def annotate_reduction(red: Reduction, point: ir.Value, prev: TokenDim) -> None:
 
 
 def finish_outputs(
-    tg: TokenGraph, chain: Sequence[Reduction], token_outputs: Sequence[ir.Value], mode: str, residual_only: bool
+    tg: TokenGraph,
+    chain: Sequence[Reduction],
+    token_outputs: Sequence[ir.Value],
+    mode: str,
+    residual_only: bool,
 ) -> list[str]:
     """Restores (``mode="restore"``) or leaves short (``"short"``) the outputs that carry the token axis.
 
@@ -544,8 +620,15 @@ def finish_outputs(
         if mode == "short":
             done.append(out.name or "")
             continue
-        if out.shape is None or len(out.shape) != 3 or chain[0].point.shape is None or out.shape[2] != chain[0].point.shape[2]:
-            raise tg.refuse(f"output {out.name!r} carries the token axis but is not [batch, tokens, hidden]; use outputs=short")
+        if (
+            out.shape is None
+            or len(out.shape) != 3
+            or chain[0].point.shape is None
+            or out.shape[2] != chain[0].point.shape[2]
+        ):
+            raise tg.refuse(
+                f"output {out.name!r} carries the token axis but is not [batch, tokens, hidden]; use outputs=short"
+            )
         if residual_only and out.name not in residual:
             raise tg.refuse(
                 f"output {out.name!r} carries the token axis but is not the residual stream, so pruned tokens "

@@ -40,7 +40,9 @@ SHAPES = [(1, 1, 4, 0), (1, 2, 3, 0), (2, 9, 4, 3), (3, 17, 8, 0), (2, 32, 16, 1
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("b", "n", "c", "pad"), SHAPES)
-@pytest.mark.parametrize(("keep", "fuse", "protect"), [(0.5, 0, 1), (0.3, 1, 1), (0.7, 0, 0), (1.0, 1, 1), (0.05, 0, 2)])
+@pytest.mark.parametrize(
+    ("keep", "fuse", "protect"), [(0.5, 0, 1), (0.3, 1, 1), (0.7, 0, 0), (1.0, 1, 1), (0.05, 0, 2)]
+)
 def test_prune_body_matches_reference(b, n, c, pad, dtype, keep, fuse, protect):
     tokens, _, scores, sizes = _inputs(b, n, c, pad, dtype)
     out, new_sizes, assign = assert_body_matches_reference(
@@ -112,7 +114,9 @@ def test_prune_drops_padding_first_and_fuses_by_score():
 
 def test_merge_pairs_the_most_similar_tokens():
     # A tokens 2 and 4; B tokens 1, 3, 5. Token 4 is a copy of token 5, token 2 is far from all.
-    metric = np.array([[[1, 0, 0], [0, 1, 0], [-1, -1, 1], [0, 0, 1], [1, 1, 0], [1, 1, 0]]], dtype=np.float32)
+    metric = np.array(
+        [[[1, 0, 0], [0, 1, 0], [-1, -1, 1], [0, 0, 1], [1, 1, 0], [1, 1, 0]]], dtype=np.float32
+    )
     tokens = np.arange(18, dtype=np.float32).reshape(1, 6, 3)
     sizes = np.ones((1, 6), dtype=np.float32)
     out, new_sizes, assign = run_op(TOKEN_MERGE, [tokens, metric, sizes], {"r": 1})

@@ -121,13 +121,23 @@ def test_padding_never_leaks_into_real_tokens(load_sample, pipeline):
 
 @pytest.mark.parametrize(
     ("pipeline", "min_cos"),
-    [("token-prune{keep=0.5,layers=[2]}", 0.975), ("token-prune{keep=0.7,layers=[1,2]}", 0.975), ("token-merge{r=16}", 0.95)],
+    [
+        ("token-prune{keep=0.5,layers=[2]}", 0.975),
+        ("token-prune{keep=0.7,layers=[1,2]}", 0.975),
+        ("token-merge{r=16}", 0.95),
+    ],
 )
 def test_minilm_sentence_embedding_fidelity_on_prose(sample_path, load_sample, pipeline, min_cos):
     model = load_sample("minilm", 18)
     result = _optimize(model, pipeline)
     feeds = _prose_feeds(model, n=32, ragged=False)
-    report = compare_models(sample_path("minilm", 18), result.model, feeds, outputs=["sentence_embedding"], thresholds=[f"sentence_embedding:cosine={min_cos}", "max_abs=inf"])
+    report = compare_models(
+        sample_path("minilm", 18),
+        result.model,
+        feeds,
+        outputs=["sentence_embedding"],
+        thresholds=[f"sentence_embedding:cosine={min_cos}", "max_abs=inf"],
+    )
     assert report.passed, report.render() if hasattr(report, "render") else report
 
 
@@ -148,6 +158,12 @@ def test_decoders_are_refused_with_a_reason(load_sample, pipeline):
     model = load_sample("gpt2-tiny", 18)
     with pytest.raises(PassNotApplicableError, match="decoder.*token axis"):
         _optimize(model, pipeline)
+
+
+def test_token_passes_do_not_stack(load_sample):
+    model = load_sample("minilm", 18)
+    with pytest.raises(PassNotApplicableError, match="already reduced"):
+        _optimize(model, "token-merge{r=4,layers=[0]},token-prune{keep=0.5,layers=[3]}")
 
 
 @pytest.mark.parametrize(
@@ -178,5 +194,3 @@ def test_input_model_is_not_modified_through_the_copy(sample_path):
 def _cos(a, b):
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
