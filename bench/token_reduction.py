@@ -36,13 +36,13 @@ from parekit.passes import PassContext, run_pipeline
 CONFIGS = {
     "minilm": [
         "token-prune{keep=0.5,layers=[2]}",
+        "token-prune{keep=0.45,layers=[2]}",
         "token-prune{keep=0.7,layers=[1,2]}",
         "token-prune{keep=0.5,layers=[1]}",
         "token-prune{keep=0.5,layers=[2],fuse=true}",
         "token-prune{keep=0.5,layers=[2],score=mean}",
-        "token-merge{r=8}",
         "token-merge{r=16}",
-        "token-merge{r=32,layers=[1,2]}",
+        "token-merge{r=32,layers=[2]}",
         "token-merge{r=16,unmerge=true}",
     ],
     "vit": [

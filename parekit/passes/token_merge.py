@@ -28,7 +28,7 @@ from parekit.passes.registry import register
 from parekit.passes.token_rewire import (
     Reduction,
     TokenDim,
-    TokenGraph,
+    TokenRewriter,
     annotate_reduction,
     finish_outputs,
     reduce_progressively,
@@ -93,7 +93,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
                 note="token-merge applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
             )
         layers = chosen_layers(self.name, opts.layers, mm)
-        tg = TokenGraph(model, mm, self.name)
+        tg = TokenRewriter(model, mm, self.name)
         if opts.r == 0:
             self.report.extra["identity"] = "r=0: merge ops are inserted but merge nothing"
         if opts.unmerge:
@@ -106,7 +106,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
         ir.passes.common.TopologicalSortPass()(model)
         return ir.passes.PassResult(model, modified=True)
 
-    def _merge(self, tg: TokenGraph):  # type: ignore[no-untyped-def]
+    def _merge(self, tg: TokenRewriter):  # type: ignore[no-untyped-def]
         opts = self.options
 
         def make(lm: LayerMap, point: ir.Value, sizes: ir.Value, dim: TokenDim) -> Reduction:
@@ -128,7 +128,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
 
         return make
 
-    def _per_block(self, tg: TokenGraph, layers: list[LayerMap]) -> None:
+    def _per_block(self, tg: TokenRewriter, layers: list[LayerMap]) -> None:
         opts = self.options
         blocks = []
         for lm in layers:
@@ -155,7 +155,9 @@ class TokenMerge(Pass[TokenMergeOptions]):
                 0
             ]
             y_full = tg.op("Add", [x, spread])
-            y_full.shape, y_full.dtype = y_shape, y.dtype
+            y_full.shape = y_shape
+            if y.dtype is not None:
+                y_full.dtype = y.dtype
             for user, idx in outside:
                 user.replace_input_with(idx, y_full)
             if is_output:

@@ -28,7 +28,7 @@ from parekit.passes.token_merge import chosen_layers
 from parekit.passes.token_rewire import (
     Reduction,
     TokenDim,
-    TokenGraph,
+    TokenRewriter,
     finish_outputs,
     reduce_progressively,
     refuse_reduced,
@@ -92,7 +92,7 @@ class TokenPrune(Pass[TokenPruneOptions]):
                 note="token-prune applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
             )
         layers = chosen_layers(self.name, opts.layers, mm)
-        tg = TokenGraph(model, mm, self.name)
+        tg = TokenRewriter(model, mm, self.name)
         if opts.keep >= 1.0:
             self.report.extra["identity"] = "keep=1: prune ops are inserted but keep every token"
         chain, token_outputs = reduce_progressively(tg, layers, self._prune(tg), prop=False)
@@ -102,7 +102,7 @@ class TokenPrune(Pass[TokenPruneOptions]):
         ir.passes.common.TopologicalSortPass()(model)
         return ir.passes.PassResult(model, modified=True)
 
-    def _prune(self, tg: TokenGraph):  # type: ignore[no-untyped-def]
+    def _prune(self, tg: TokenRewriter):  # type: ignore[no-untyped-def]
         opts = self.options
         fuse = int(opts.fuse)
         labels: dict[str, str] = {}  # shape expression → readable formula, for the report
