@@ -194,3 +194,23 @@ def test_input_model_is_not_modified_through_the_copy(sample_path):
 def _cos(a, b):
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.mark.parametrize("pipeline", ["token-prune{keep=0.5,layers=[2]}", "token-merge{r=16}"])
+def test_opset_18_and_23_exports_reduce_the_same_tokens(load_sample, pipeline):
+    """Opset 18 scores from the exported Softmax; opset 23 recomputes them from Attention's Q and K."""
+    models = [_optimize(load_sample("minilm", opset), pipeline).model for opset in (18, 23)]
+    feed = _prose_feeds(models[0])[0]
+    a, b = (OrtRunner(m).run(feed)["sentence_embedding"] for m in models)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_rows_of_a_batch_are_reduced_independently(load_sample):
+    model = load_sample("minilm", 18)
+    runner = OrtRunner(_optimize(model, "token-prune{keep=0.5,layers=[2]}").model)
+    feed = _prose_feeds(model)[0]
+    row = int(np.argmax(feed["attention_mask"].sum(1)))  # the longest row, no padding
+    alone = {k: v[row : row + 1] for k, v in feed.items()}
+    np.testing.assert_allclose(
+        runner.run(alone)["sentence_embedding"][0], runner.run(feed)["sentence_embedding"][row], atol=1e-5
+    )
