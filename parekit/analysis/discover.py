@@ -506,6 +506,20 @@ def discover(model: ir.Model) -> ModelMap:
         StructureError: the graph has no recognisable transformer blocks; the message says what was
             looked for and what was found.
     """
+    try:
+        return _discover(model)
+    except StructureError as e:
+        inserted = sorted({n.op_type for n in model.graph if n.domain == "parekit"})
+        if not inserted or e.note:
+            raise
+        raise StructureError(
+            e.message,
+            note=f"the graph already holds parekit nodes ({', '.join(inserted)}) whose rewiring the block "
+            "patterns do not follow; analyse the model before that pass",
+        ) from e
+
+
+def _discover(model: ir.Model) -> ModelMap:
     graph = model.graph
     if any(not node.name for node in graph):
         # Everything below refers to nodes by name (the map outlives this call); name them.
