@@ -147,7 +147,7 @@ def run_model(name: str, opset: int, configs: Sequence[str], iters: int, batch: 
                 ).outputs[output]["cosine"]
             rows.append(
                 (
-                    result.canonical,
+                    pipeline,  # as written; the canonical form (all options) is in the pass report
                     rep.flops_after / rep.flops_before,
                     m["cosine"],
                     m["cosine_min"],

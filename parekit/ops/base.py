@@ -668,6 +668,8 @@ def _fmt_num(x: float) -> str:
 # The explicit list of op modules: op type -> module that defines and registers it. Modules are
 # imported lazily, on first lookup. A new op adds one line here.
 _OP_MODULES: Final[dict[str, str]] = {
+    "KvWindow": "parekit.ops.kv_window",
+    "KvWindowMask": "parekit.ops.kv_window_mask",
     "TokenMerge": "parekit.ops.token_merge",
     "TokenPrune": "parekit.ops.token_prune",
     "TokenRestore": "parekit.ops.token_restore",
