@@ -255,7 +255,7 @@ def test_registry_did_you_mean(wrong, suggestion):
 
 
 def test_registry_without_suggestion_lists_known_ops():
-    with pytest.raises(UnknownOpError, match="known ops: KvWindow, KvWindowMask"):
+    with pytest.raises(UnknownOpError, match=r"known ops: (\w+, )*KvWindow, KvWindowMask"):
         get_op("TotallyDifferent")
 
 
@@ -275,17 +275,23 @@ def test_every_op_is_dual_form(op: OpDef):
     assert (function.domain, function.name) == (PAREKIT_DOMAIN, op.op_type)
     assert len(function) > 0 and all(node.domain == "" for node in function)
     assert [a.name for a in function.attributes.values()] == [a.name for a in op.attributes]
-    banned = {"ScatterElements", "ScatterND", "TopK", "NonZero", "Loop", "If"}
+    # TopK is allowed (TensorRT parses it for K < 3840; ops that use it cap K by an attribute maximum).
+    banned = {"ScatterElements", "ScatterND", "NonZero", "Loop", "If"}
     assert not banned & {node.op_type for node in function}, "keep bodies TensorRT-friendly and static"
     # Documented schema and a NumPy reference that the body matches on a small example.
     assert op.doc and all(spec.shape for spec in (*op.inputs, *op.outputs))
     assert all(a.doc for a in op.attributes)
     example = _example_inputs(op)
-    assert_body_matches_reference(op, example)
+    rtol, atol = getattr(op, "example_tolerance", (0.0, 0.0))  # float math (softmax) is not bit-exact
+    assert_body_matches_reference(op, example, rtol=rtol, atol=atol)
 
 
 def _example_inputs(op: OpDef) -> list[np.ndarray]:
-    """A small input per declared input: rank from the spec, first allowed dtype that NumPy has."""
+    """The op's own ``example_inputs()`` where it has shape-coupled inputs; else a small input per
+    declared input: rank from the spec, first allowed dtype that NumPy has."""
+    own = getattr(op, "example_inputs", None)
+    if callable(own):
+        return list(own())
     arrays = []
     for spec in op.inputs:
         assert spec.rank is not None, f"{op.op_type}.{spec.name}: give a rank or extend this test"
