@@ -32,6 +32,7 @@ __all__ = [
     "assign_from_target",
     "assign_reference",
     "dim",
+    "example_token_inputs",
     "float_const",
     "reduce_reference",
     "reduce_tokens",
@@ -150,6 +151,13 @@ def rank_below(tape: Tape, scores: ir.Value, count: ir.Value) -> ir.Value:
         {"keepdims": 0},
     )
     return tape.op("Less", [rank, tape.op("Cast", [count], {"to": ir.DataType.FLOAT})])
+
+
+def example_token_inputs(second: np.ndarray) -> list[np.ndarray]:
+    """Contract-test inputs: tokens ``[2, 9, 4]``, ``second`` (scores or metric), sizes with two padding tokens."""
+    sizes = np.ones((2, 9), dtype=np.float32)
+    sizes[0, -2:] = 0
+    return [np.random.default_rng(0).standard_normal((2, 9, 4)).astype(np.float32), second, sizes]
 
 
 # -- NumPy pieces -----------------------------------------------------------------------------------

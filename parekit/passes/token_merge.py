@@ -21,8 +21,8 @@ from typing import Literal
 import onnx_ir as ir
 
 from parekit.analysis.modelmap import LayerMap, ModelMap
-from parekit.errors import OptionError
 from parekit.ops.token_merge import TOKEN_MERGE, merge_limit, merged_count
+from parekit.ops.token_restore import TOKEN_RESTORE
 from parekit.passes.base import Pass
 from parekit.passes.registry import register
 from parekit.passes.token_rewire import (
@@ -30,6 +30,7 @@ from parekit.passes.token_rewire import (
     TokenDim,
     TokenRewriter,
     annotate_reduction,
+    encoder_layers,
     finish_outputs,
     reduce_progressively,
     refuse_reduced,
@@ -62,21 +63,6 @@ class TokenMergeOptions:
     )
 
 
-def chosen_layers(pass_name: str, requested: tuple[int, ...] | None, mm: ModelMap) -> list[LayerMap]:
-    """The layers named by a ``layers`` option (default: all), validated, ascending."""
-    n = mm.num_layers
-    if requested is None:
-        return list(mm.layers)
-    if not requested:
-        raise OptionError(f"{pass_name}: option 'layers' is empty; omit it to use every layer")
-    bad = [i for i in requested if i >= n]
-    if bad:
-        raise OptionError(f"{pass_name}: layer(s) {bad} out of range: the model has {n} layers (0..{n - 1})")
-    if len(set(requested)) != len(requested):
-        raise OptionError(f"{pass_name}: option 'layers' repeats a layer: {list(requested)}")
-    return [mm.layers[i] for i in sorted(requested)]
-
-
 @register("token-merge", options=TokenMergeOptions)
 class TokenMerge(Pass[TokenMergeOptions]):
     """Merge the r most similar token pairs per layer (ToMe), with size tracking and proportional attention."""
@@ -86,13 +72,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options
-        if mm.kind != "encoder":
-            raise self.not_applicable(
-                f"the model is a {mm.kind}: merging tokens would change the token axis its KV cache and causal "
-                "mask index",
-                note="token-merge applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
-            )
-        layers = chosen_layers(self.name, opts.layers, mm)
+        layers = encoder_layers(self.name, opts.layers, mm, "merging")
         tg = TokenRewriter(model, mm, self.name)
         if opts.r == 0:
             self.report.extra["identity"] = "r=0: merge ops are inserted but merge nothing"
@@ -151,7 +131,7 @@ class TokenMerge(Pass[TokenMergeOptions]):
             is_output = any(o is y for o in tg.graph.outputs)
             tg.rewire_segment(segment, red, opts.prop_attn)
             delta = tg.op("Sub", [y, red.tokens])
-            spread = tg.insert_op(_restore_op(), [delta, red.assign, x], {}, f"unmerge_l{lm.index}").outputs[
+            spread = tg.insert_op(TOKEN_RESTORE, [delta, red.assign, x], {}, f"unmerge_l{lm.index}").outputs[
                 0
             ]
             y_full = tg.op("Add", [x, spread])
@@ -166,9 +146,3 @@ class TokenMerge(Pass[TokenMergeOptions]):
             self.report.note_site(
                 layer=lm.index, scope=lm.scope, tokens_in=str(dim), tokens_out=str(new_dim), mode="unmerge"
             )
-
-
-def _restore_op():  # type: ignore[no-untyped-def]
-    from parekit.ops.token_restore import TOKEN_RESTORE
-
-    return TOKEN_RESTORE

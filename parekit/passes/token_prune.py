@@ -24,11 +24,11 @@ from parekit.errors import OptionError
 from parekit.ops.token_prune import TOKEN_PRUNE, pruned_count
 from parekit.passes.base import Pass
 from parekit.passes.registry import register
-from parekit.passes.token_merge import chosen_layers
 from parekit.passes.token_rewire import (
     Reduction,
     TokenDim,
     TokenRewriter,
+    encoder_layers,
     finish_outputs,
     reduce_progressively,
     refuse_reduced,
@@ -85,13 +85,7 @@ class TokenPrune(Pass[TokenPruneOptions]):
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options
-        if mm.kind != "encoder":
-            raise self.not_applicable(
-                f"the model is a {mm.kind}: pruning tokens would change the token axis its KV cache and causal "
-                "mask index",
-                note="token-prune applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
-            )
-        layers = chosen_layers(self.name, opts.layers, mm)
+        layers = encoder_layers(self.name, opts.layers, mm, "pruning")
         tg = TokenRewriter(model, mm, self.name)
         if opts.keep >= 1.0:
             self.report.extra["identity"] = "keep=1: prune ops are inserted but keep every token"

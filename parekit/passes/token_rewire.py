@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from parekit.analysis.modelmap import LayerMap
+from parekit.analysis.modelmap import LayerMap, ModelMap
+from parekit.errors import OptionError, PassNotApplicableError
 from parekit.ops.token_restore import TOKEN_RESTORE
 from parekit.passes.token_graph import Reduction, TokenDim, TokenGraph, refuse_reduced, same_dim
 
@@ -45,6 +46,7 @@ __all__ = [
     "TokenDim",
     "TokenRewriter",
     "annotate_reduction",
+    "encoder_layers",
     "finish_outputs",
     "reduce_progressively",
     "refuse_reduced",
@@ -239,6 +241,36 @@ def _retarget_shape(value: ir.Value, old: TokenDim, new: TokenDim) -> None:
         return
     dims = [new if same_dim(d, old) else d for d in value.shape]
     value.shape = ir.Shape(dims)
+
+
+def encoder_layers(
+    pass_name: str, requested: tuple[int, ...] | None, mm: ModelMap, verb: str
+) -> list[LayerMap]:
+    """The layers named by a ``layers`` option (default: all), validated, ascending; refuses decoders.
+
+    Args:
+        pass_name: the pass, for messages.
+        requested: the ``layers`` option.
+        mm: the model's structure map.
+        verb: what the pass does to tokens (``pruning``, ``merging``), for the refusal.
+    """
+    if mm.kind != "encoder":
+        raise PassNotApplicableError(
+            f"{pass_name}: the model is a {mm.kind}: {verb} tokens would change the token axis its KV cache "
+            "and causal mask index",
+            note=f"{pass_name} applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
+        )
+    n = mm.num_layers
+    if requested is None:
+        return list(mm.layers)
+    if not requested:
+        raise OptionError(f"{pass_name}: option 'layers' is empty; omit it to use every layer")
+    bad = [i for i in requested if i >= n]
+    if bad:
+        raise OptionError(f"{pass_name}: layer(s) {bad} out of range: the model has {n} layers (0..{n - 1})")
+    if len(set(requested)) != len(requested):
+        raise OptionError(f"{pass_name}: option 'layers' repeats a layer: {list(requested)}")
+    return [mm.layers[i] for i in sorted(requested)]
 
 
 def reduce_progressively(

@@ -182,15 +182,6 @@ def test_bad_options_are_named(load_sample, pipeline, message):
         _optimize(model, pipeline)
 
 
-def test_input_model_is_not_modified_through_the_copy(sample_path):
-    path = sample_path("minilm", 18)
-    before = path.read_bytes()
-    from parekit.frontends.onnx_file import load_model
-
-    _optimize(load_model(path), "token-merge{r=8}")
-    assert path.read_bytes() == before
-
-
 def _cos(a, b):
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
