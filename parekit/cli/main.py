@@ -512,6 +512,12 @@ def bench(
     _write_json(json_path, {"data": source, **report.to_dict()})
 
 
+from parekit.cli.decode import eval_cmd, generate_cmd  # noqa: E402  (decoder commands, issue 4)
+
+cli.add_command(generate_cmd)
+cli.add_command(eval_cmd)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="parekit")

@@ -673,6 +673,15 @@ _OP_MODULES: Final[dict[str, str]] = {
     "TokenMerge": "parekit.ops.token_merge",
     "TokenPrune": "parekit.ops.token_prune",
     "TokenRestore": "parekit.ops.token_restore",
+    "KvQuantKey": "parekit.ops.kv_quant",
+    "KvQuantValue": "parekit.ops.kv_quant",
+    "KvDequantKey": "parekit.ops.kv_dequant",
+    "KvDequantValue": "parekit.ops.kv_dequant",
+    "KvEvictH2O": "parekit.ops.kv_evict",
+    "KvEvictSnap": "parekit.ops.kv_evict",
+    "KvSlotMask": "parekit.ops.kv_slot_mask",
+    "KvMaskRemap": "parekit.ops.kv_slot_mask",
+    "AttentionProbs": "parekit.ops.attention_probs",
 }
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -1,6 +1,7 @@
 """The pass registry: pass name → pass class.
 
 Built-in passes live one per module, listed explicitly in :data:`_PASS_MODULES` (``kv-window`` →
+``parekit.passes.kv_window``). The modules are imported lazily, on the first lookup, so importing the
 pass machinery stays cheap. A module that fails to import is logged and left out of
 :func:`list_passes`; asking for its pass by name raises an error that carries the import failure.
 
@@ -31,8 +32,11 @@ logger = logging.getLogger(__name__)
 
 _PASS_MODULES: tuple[str, ...] = (
     "parekit.passes.drop_layers",
+    "parekit.passes.kv_window",
     "parekit.passes.token_merge",
     "parekit.passes.token_prune",
+    "parekit.passes.kv_quant",
+    "parekit.passes.kv_evict",
 )
 """Modules holding the built-in passes, one pass per module, named after the pass."""
 

@@ -1,0 +1,27 @@
+"""Loops around a model: decoder generation and evaluation under the KV I/O contract.
+
+- :class:`~parekit.runtime.decoder.DecoderSession`: one step (feeds ``present*`` back as ``past*``);
+- :func:`~parekit.runtime.generate.generate`: prefill + decode, greedy or seeded sampling, batch ≥ 1;
+- :func:`~parekit.runtime.evaluate.evaluate_perplexity`: several models side by side on prose.
+"""
+
+from parekit.runtime.decoder import DecoderSession, left_pad, state_nbytes
+from parekit.runtime.evaluate import ModelEval, evaluate_perplexity, prose_token_ids
+from parekit.runtime.generate import Generation, generate
+from parekit.runtime.sampling import Sampler, SamplingOptions
+from parekit.runtime.tokenizer import ByteTokenizer, load_tokenizer
+
+__all__ = [
+    "ByteTokenizer",
+    "DecoderSession",
+    "Generation",
+    "ModelEval",
+    "Sampler",
+    "SamplingOptions",
+    "evaluate_perplexity",
+    "generate",
+    "left_pad",
+    "load_tokenizer",
+    "prose_token_ids",
+    "state_nbytes",
+]

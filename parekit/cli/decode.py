@@ -1,0 +1,217 @@
+"""``parekit generate`` and ``parekit eval``: decoders driven through the KV I/O contract.
+
+    MODEL ─► DecoderSession ─► generate() ─► text, prefill tok/s, decode tok/s
+    MODEL… ─► DecoderSession × n ─► evaluate_perplexity() ─► ppl, top-1 agreement, KV bytes, ms/step
+
+The tokenizer comes from the model's zoo sample (metadata ``parekit.sample``); seeded-weight samples
+without a vocabulary use bytes; any other model needs ``--tokenizer PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from parekit.errors import ParekitError
+
+__all__ = ["eval_cmd", "generate_cmd"]
+
+_TOKENIZER_HELP = "local Hugging Face tokenizer folder, or 'bytes' (default: the zoo sample's tokenizer)"
+
+
+def _tokenizer(session: Any, model: str, path: str | None) -> Any:
+    from parekit.runtime.tokenizer import ByteTokenizer, load_tokenizer
+
+    if path is not None:
+        return load_tokenizer(path)
+    from parekit.frontends.zoo import SAMPLE_METADATA_KEY, SAMPLES
+
+    meta = session.runner.session.get_modelmeta().custom_metadata_map
+    sample = SAMPLES.get(meta.get(SAMPLE_METADATA_KEY, ""))
+    if sample is None:
+        raise ParekitError(
+            f"{model}: not a parekit zoo sample, so its tokenizer is unknown",
+            note="pass --tokenizer PATH (a local Hugging Face tokenizer folder) or --tokenizer bytes",
+        )
+    return sample.tokenizer() or ByteTokenizer()
+
+
+def _session(model: str, threads: int | None, providers: tuple[str, ...]) -> Any:
+    from parekit.runtime.decoder import DecoderSession
+
+    return DecoderSession(model, providers=list(providers) or None, threads=threads)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+_threads = click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads")
+_provider = click.option(
+    "--provider", "providers", multiple=True, help="ONNX Runtime execution provider (default CPU)"
+)
+
+
+@click.command("generate")
+@click.argument("model", type=click.Path())
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text (repeat for a batch)")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--greedy/--sample", default=True, show_default=True, help="argmax, or sample")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: all tokens")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of --sample")
+@click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
+@click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-text token")
+@_threads
+@_provider
+def generate_cmd(
+    model: str,
+    prompts: tuple[str, ...],
+    max_new_tokens: int,
+    greedy: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int,
+    tokenizer_path: str | None,
+    ignore_eos: bool,
+    threads: int | None,
+    providers: tuple[str, ...],
+) -> None:
+    """Generate text with decoder MODEL (prefill, then one token per step; any KV pass included)."""
+    from parekit.runtime.generate import generate
+    from parekit.runtime.sampling import SamplingOptions
+
+    session = _session(model, threads, providers)
+    tok = _tokenizer(session, model, tokenizer_path)
+    encoded = [tok.encode(p) for p in prompts]
+    if any(not ids for ids in encoded):
+        raise ParekitError("a prompt encodes to no tokens", note="give a non-empty --prompt")
+    eos = None if ignore_eos else getattr(tok, "eos_token_id", None)
+    pad = getattr(tok, "pad_token_id", None)
+    pad = pad if pad is not None else (eos if eos is not None else 0)
+    options = SamplingOptions(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    result = generate(session, encoded, max_new_tokens, sampling=options, pad_id=pad, eos_id=eos)
+    for prompt, tokens in zip(prompts, result.tokens, strict=True):
+        click.echo(prompt + tok.decode(tokens))
+    decode_tokens = len(result.decode_s) * len(result.tokens)
+    click.echo(
+        f"prefill: {result.prompt_tokens} tokens in {1e3 * result.prefill_s:.1f} ms "
+        f"({result.prefill_tokens_per_s:.1f} tokens/s); decode: {decode_tokens} tokens in "
+        f"{1e3 * sum(result.decode_s):.1f} ms ({result.decode_tokens_per_s:.1f} tokens/s); "
+        f"KV state {_bytes(result.kv_bytes)}",
+        err=True,
+    )
+
+
+@click.command("eval")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--task",
+    type=click.Choice(["ppl"]),
+    default="ppl",
+    show_default=True,
+    help="ppl: teacher-forced perplexity through prefill + decode steps",
+)
+@click.option(
+    "--data",
+    type=click.Choice(["text"]),
+    default="text",
+    show_default=True,
+    help="text: prose from the standard library (pydoc_data.topics)",
+)
+@click.option(
+    "--ctx", type=click.IntRange(min=2), default=512, show_default=True, help="context length in tokens"
+)
+@click.option(
+    "--prefill",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="tokens of the prefill step; the rest is fed through decode steps",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="tokens per decode step (1 = as in generation; >1 is faster, slightly optimistic for KV passes)",
+)
+@click.option(
+    "--tail",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="ms/step = median over this many last decode steps",
+)
+@click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON instead of a table")
+@click.option(
+    "--json-file",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="also write the results as JSON to this file",
+)
+@_threads
+@_provider
+def eval_cmd(
+    models: tuple[str, ...],
+    task: str,
+    data: str,
+    ctx: int,
+    prefill: int,
+    chunk: int,
+    tail: int,
+    tokenizer_path: str | None,
+    as_json: bool,
+    json_path: str | None,
+    threads: int | None,
+    providers: tuple[str, ...],
+) -> None:
+    """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step."""
+    from parekit.cli.main import _console, _write_json
+    from parekit.runtime.evaluate import evaluate_perplexity, prose_token_ids
+
+    if prefill >= ctx:
+        raise ParekitError(f"--prefill ({prefill}) must be below --ctx ({ctx})")
+    sessions = [_session(m, threads, providers) for m in models]
+    tok = _tokenizer(sessions[0], models[0], tokenizer_path)
+    tokens = prose_token_ids(tok, ctx)
+    results = evaluate_perplexity(sessions, tokens, prefill=prefill, chunk=chunk, tail=tail, progress=True)
+    payload = {
+        "task": task,
+        "data": "text: pydoc_data.topics prose",
+        "ctx": ctx,
+        "prefill": prefill,
+        "chunk": chunk,
+        "models": [r.to_dict() for r in results],
+    }
+    _write_json(json_path, payload)
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    base = results[0]
+    table = Table(title=f"ppl on {ctx} tokens of prose (prefill {prefill}, {chunk} token(s)/step)")
+    for col in ("model", "ppl", "Δppl", "top-1 agree", "KV bytes", "ms/step", "speed-up"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        table.add_row(
+            escape(r.model),
+            f"{r.ppl:.3f}",
+            f"{100 * (r.ppl / base.ppl - 1):+.2f}%",
+            f"{100 * r.top1_agreement:.2f}%",
+            _bytes(r.kv_bytes),
+            f"{r.ms_per_step:.2f}",
+            f"{base.ms_per_step / r.ms_per_step:.2f}×",
+        )
+    _console().print(table)

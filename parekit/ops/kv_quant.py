@@ -1,0 +1,367 @@
+"""``parekit::KvQuantKey`` / ``KvQuantValue``: append new tokens to a KIVI-style quantized KV cache.
+
+    codes [B,H,Nq,D/p] ─┐
+    scale, min          ├─► KvQuantKey{bits, group, residual} ─► codes', scale', min', residual'
+    residual [B,H,R,D] ─┤        (KvQuantValue: same I/O, other group layout)
+    new [B,H,S,D] ──────┘
+
+The cache is split in two parts that both cross the graph boundary:
+
+* a quantized store of ``Nq`` tokens (``Nq`` a multiple of ``group``): unsigned ``bits``-bit codes,
+  ``p = 8 // bits`` codes packed per byte along the channel axis (``bits=4``: two per byte), stored as
+  int8 ``byte - 128`` (TensorRT has no uint8 intermediate tensors; int8 casts parse and build), with an
+  asymmetric float16 ``scale`` and ``min`` per group. **Keys** are quantized per channel over groups of
+  ``group`` consecutive tokens (``scale``/``min`` ``[B, H, Nq/group, D]``); **values** per token over
+  groups of ``group`` consecutive channels (``[B, H, Nq, D/group]``), as in KIVI;
+* a float residual window of the most recent tokens.
+
+Each step ``full = residual ++ new`` (``L`` tokens); its oldest ``n = max(0, L - residual) // group * group``
+tokens are quantized and appended to the store, the rest becomes ``residual'``. The window therefore
+holds between ``residual`` and ``residual + group - 1`` tokens once it has filled, and every token is
+quantized exactly once (no re-quantization error). ``residual >= context`` quantizes nothing: exact.
+
+Quantization of one group ``x``: ``mn = min x``, ``scale = (max x - mn) / (2^bits - 1)``, both rounded to
+float16 first; ``code = clip(round((x - mn) / scale), 0, 2^bits - 1)`` (``scale == 0`` divides by 1).
+Dequantization (:mod:`parekit.ops.kv_dequant`): ``x = code * scale + mn``. Packing: byte =
+``sum_k code_k * (2^bits)^k`` over ``p`` neighbouring channels; done in float32 arithmetic on exact small
+integers (Mul/ReduceSum/Div/Floor), then Cast: no bitwise ops, TensorRT-friendly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.tape import Tape
+
+from parekit.ops.base import AttrSpec, AttrValue, OpDef, TensorSpec, const_ints, int_attr_ref, register_op
+
+__all__ = [
+    "BITS_ATTR",
+    "GROUP_ATTR",
+    "KV_QUANT_KEY",
+    "KV_QUANT_VALUE",
+    "RESIDUAL_ATTR",
+    "KvQuantKey",
+    "KvQuantValue",
+    "codes_per_byte",
+    "int_attr",
+    "pack_reference",
+    "quant_split",
+    "quantize_reference",
+    "unpack_reference",
+]
+
+F32 = frozenset({ir.DataType.FLOAT})
+F16 = frozenset({ir.DataType.FLOAT16})
+I8 = frozenset({ir.DataType.INT8})
+CODE_OFFSET = 128
+"""Packed bytes (0…255) are stored as int8 ``byte - CODE_OFFSET``."""
+
+BITS_ATTR = AttrSpec(
+    "bits", "int", default=8, minimum=2, maximum=8, doc="code width; 8 // bits codes are packed per byte"
+)
+GROUP_ATTR = AttrSpec(
+    "group",
+    "int",
+    default=32,
+    minimum=1,
+    doc="quantization group size (tokens for keys, channels for values)",
+)
+RESIDUAL_ATTR = AttrSpec("residual", "int", default=32, minimum=0, doc="most recent tokens kept in float32")
+
+
+def int_attr(attrs: Mapping[str, AttrValue], name: str) -> int:
+    """An ``int`` attribute from a validated attribute mapping."""
+    value = attrs[name]
+    assert isinstance(value, int), f"attribute {name} must be an int"
+    return value
+
+
+def codes_per_byte(bits: int) -> int:
+    """Codes packed per byte: ``8 // bits``."""
+    return 8 // bits
+
+
+# -- NumPy reference -----------------------------------------------------------------------------
+
+
+def quant_split(length: int, residual: int, group: int) -> int:
+    """How many of ``length`` float tokens move to the quantized store: a multiple of ``group``."""
+    return max(0, length - residual) // group * group
+
+
+def _quantize_last(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantize along the last axis in groups: codes (float, same shape), scale/min float16 [..., L/G]."""
+    *lead, length = x.shape
+    xg = x.astype(np.float32).reshape(*lead, length // group, group)
+    levels = np.float32(2**bits - 1)
+    mn = xg.min(axis=-1, keepdims=True)
+    mx = xg.max(axis=-1, keepdims=True)
+    scale16 = ((mx - mn) / levels).astype(np.float16)
+    mn16 = mn.astype(np.float16)
+    scale_r, mn_r = scale16.astype(np.float32), mn16.astype(np.float32)
+    safe = np.where(scale_r > 0, scale_r, np.float32(1.0))
+    q = np.minimum(np.maximum(np.round((xg - mn_r) / safe), 0), levels)
+    return q.reshape(x.shape).astype(np.float32), scale16[..., 0], mn16[..., 0]
+
+
+def quantize_reference(
+    x: np.ndarray, bits: int, group: int, per_channel: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantize a ``[B, H, N, D]`` cache; returns packed int8 codes, float16 scale and min."""
+    if per_channel:  # keys: groups of `group` tokens, one scale per channel
+        q, s, m = _quantize_last(np.swapaxes(x, 2, 3), bits, group)
+        q, s, m = np.swapaxes(q, 2, 3), np.swapaxes(s, 2, 3), np.swapaxes(m, 2, 3)
+    else:  # values: groups of `group` channels, one scale per token
+        q, s, m = _quantize_last(x, bits, group)
+    return pack_reference(q.astype(np.int64), bits), np.ascontiguousarray(s), np.ascontiguousarray(m)
+
+
+def pack_reference(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``8 // bits`` neighbouring codes along the last axis into one byte (lowest code first), as int8."""
+    p = codes_per_byte(bits)
+    *lead, d = codes.shape
+    grouped = codes.reshape(*lead, d // p, p)
+    weights = (2**bits) ** np.arange(p)
+    return ((grouped * weights).sum(axis=-1) - CODE_OFFSET).astype(np.int8)
+
+
+def unpack_reference(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_reference`: int64 codes, last axis ``p`` times longer."""
+    p = codes_per_byte(bits)
+    base = 2**bits
+    digits = ((packed.astype(np.int64)[..., None] + CODE_OFFSET) // base ** np.arange(p)) % base
+    return digits.reshape(*packed.shape[:-1], packed.shape[-1] * p)
+
+
+# -- body helpers (shared with kv_dequant) ---------------------------------------------------------
+
+
+def dims4(tape: Tape, x: ir.Value) -> list[ir.Value]:
+    """The four dims of a rank-4 value, each an int64 ``[1]``."""
+    shape = tape.op("Shape", [x])
+    return [tape.op("Gather", [shape, const_ints(tape, [i])], {"axis": 0}) for i in range(4)]
+
+
+def fconst(tape: Tape, value: float) -> ir.Value:
+    """A 0-D float32 constant."""
+    return tape.op("Constant", [], {"value_float": float(value)})
+
+
+def bit_constants(tape: Tape) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
+    """``(p [1] int64, base f32 0-D, levels f32 0-D, weights f32 [p])`` from the ``bits`` attribute."""
+    bits = int_attr_ref(tape, BITS_ATTR.name)
+    p = tape.op("Div", [const_ints(tape, [8]), bits])
+    bits_f = tape.op("Cast", [tape.op("Squeeze", [bits])], {"to": ir.DataType.FLOAT})
+    base = tape.op("Pow", [fconst(tape, 2.0), bits_f])
+    levels = tape.op("Sub", [base, fconst(tape, 1.0)])
+    k = tape.op(
+        "Range",
+        [
+            tape.op("Constant", [], {"value_int": 0}),
+            tape.op("Squeeze", [p]),
+            tape.op("Constant", [], {"value_int": 1}),
+        ],
+    )
+    weights = tape.op("Pow", [base, tape.op("Cast", [k], {"to": ir.DataType.FLOAT})])
+    return p, base, levels, weights
+
+
+def build_pack(tape: Tape, codes: ir.Value, p: ir.Value, weights: ir.Value) -> ir.Value:
+    """Float codes ``[B,H,N,L]`` → packed int8 ``[B,H,N,L/p]`` (byte - 128)."""
+    b, h, n, length = dims4(tape, codes)
+    lp = tape.op("Div", [length, p])
+    grouped = tape.op("Reshape", [codes, tape.op("Concat", [b, h, n, lp, p], {"axis": 0})])
+    summed = tape.op(
+        "ReduceSum", [tape.op("Mul", [grouped, weights]), const_ints(tape, [4])], {"keepdims": 0}
+    )
+    shifted = tape.op("Sub", [summed, fconst(tape, float(CODE_OFFSET))])
+    return tape.op("Cast", [shifted], {"to": ir.DataType.INT8})
+
+
+def build_unpack(tape: Tape, packed: ir.Value, p: ir.Value, base: ir.Value, weights: ir.Value) -> ir.Value:
+    """Packed int8 ``[B,H,N,L/p]`` (byte - 128) → float codes ``[B,H,N,L]``."""
+    b, h, n, lp = dims4(tape, packed)
+    byte = tape.op(
+        "Add", [tape.op("Cast", [packed], {"to": ir.DataType.FLOAT}), fconst(tape, float(CODE_OFFSET))]
+    )
+    x = tape.op("Unsqueeze", [byte, const_ints(tape, [4])])
+    shifted = tape.op("Floor", [tape.op("Div", [x, weights])])
+    high = tape.op("Mul", [tape.op("Floor", [tape.op("Div", [shifted, base])]), base])
+    digits = tape.op("Sub", [shifted, high])
+    return tape.op("Reshape", [digits, tape.op("Concat", [b, h, n, tape.op("Mul", [lp, p])], {"axis": 0})])
+
+
+def group_view(tape: Tape, x: ir.Value, per_channel: bool) -> tuple[ir.Value, ir.Value, ir.Value, int]:
+    """Views ``x [B,H,N,D]`` by quantization group without moving data.
+
+    Keys (``per_channel``): ``[B, H, N/G, G, D]``, groups along axis 3, one scale per ``(token group,
+    channel)``; values: ``[B, H, N, D/G, G]``, groups along axis 4, one scale per ``(token, channel group)``.
+
+    Returns:
+        ``(grouped, full_shape [B,H,N,D], scale_shape, group_axis)``.
+    """
+    b, h, n, d = dims4(tape, x)
+    g = int_attr_ref(tape, GROUP_ATTR.name)
+    if per_channel:
+        ng = tape.op("Div", [n, g])
+        five, small, axis = [b, h, ng, g, d], [b, h, ng, d], 3
+    else:
+        dg = tape.op("Div", [d, g])
+        five, small, axis = [b, h, n, dg, g], [b, h, n, dg], 4
+    grouped = tape.op("Reshape", [x, tape.op("Concat", five, {"axis": 0})])
+    return (
+        grouped,
+        tape.op("Concat", [b, h, n, d], {"axis": 0}),
+        tape.op("Concat", small, {"axis": 0}),
+        axis,
+    )
+
+
+def _build_quantize(
+    tape: Tape, x: ir.Value, levels: ir.Value, per_channel: bool
+) -> tuple[ir.Value, ir.Value, ir.Value]:
+    xg, full, small, group_axis = group_view(tape, x, per_channel)
+    axis = const_ints(tape, [group_axis])
+    mn = tape.op("ReduceMin", [xg, axis], {"keepdims": 1})
+    mx = tape.op("ReduceMax", [xg, axis], {"keepdims": 1})
+    scale16 = tape.op(
+        "Cast", [tape.op("Div", [tape.op("Sub", [mx, mn]), levels])], {"to": ir.DataType.FLOAT16}
+    )
+    mn16 = tape.op("Cast", [mn], {"to": ir.DataType.FLOAT16})
+    scale_r = tape.op("Cast", [scale16], {"to": ir.DataType.FLOAT})
+    mn_r = tape.op("Cast", [mn16], {"to": ir.DataType.FLOAT})
+    zero = fconst(tape, 0.0)
+    safe = tape.op("Where", [tape.op("Greater", [scale_r, zero]), scale_r, fconst(tape, 1.0)])
+    q = tape.op("Round", [tape.op("Div", [tape.op("Sub", [xg, mn_r]), safe])])
+    q = tape.op("Min", [tape.op("Max", [q, zero]), levels])
+    codes = tape.op("Reshape", [q, full])
+    return codes, tape.op("Reshape", [scale16, small]), tape.op("Reshape", [mn16, small])
+
+
+class KvQuantAppendOp(OpDef):
+    """Shared body/reference/shape rule of :class:`KvQuantKey` and :class:`KvQuantValue`."""
+
+    _PER_CHANNEL: bool = True
+    attributes = (BITS_ATTR, GROUP_ATTR, RESIDUAL_ATTR)
+    min_opset = 18
+
+    def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
+        """Split ``residual ++ new``, quantize the oldest whole groups, append them to the store."""
+        codes, scale, mn, residual, new = inputs
+        p, _, levels, weights = bit_constants(tape)
+        axis2 = const_ints(tape, [2])
+        full = tape.op("Concat", [residual, new], {"axis": 2})
+        length = tape.op("Gather", [tape.op("Shape", [full]), axis2], {"axis": 0})
+        g = int_attr_ref(tape, GROUP_ATTR.name)
+        over = tape.op(
+            "Max", [tape.op("Sub", [length, int_attr_ref(tape, RESIDUAL_ATTR.name)]), const_ints(tape, [0])]
+        )
+        n = tape.op("Mul", [tape.op("Div", [over, g]), g])
+        old = tape.op("Slice", [full, const_ints(tape, [0]), n, axis2])
+        recent = tape.op("Slice", [full, n, length, axis2])
+        q, s, m = _build_quantize(tape, old, levels, self._PER_CHANNEL)
+        packed = build_pack(tape, q, p, weights)
+        return [
+            tape.op("Concat", [codes, packed], {"axis": 2}),
+            tape.op("Concat", [scale, s], {"axis": 2}),
+            tape.op("Concat", [mn, m], {"axis": 2}),
+            recent,
+        ]
+
+    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
+        """NumPy twin of the body."""
+        codes, scale, mn, residual, new = inputs
+        bits, group, keep = int_attr(attrs, "bits"), int_attr(attrs, "group"), int_attr(attrs, "residual")
+        full = np.concatenate([residual, new], axis=2)
+        n = quant_split(full.shape[2], keep, group)
+        q, s, m = quantize_reference(full[:, :, :n], bits, group, self._PER_CHANNEL)
+        return [
+            np.concatenate([codes, q], axis=2),
+            np.concatenate([scale, s], axis=2),
+            np.concatenate([mn, m], axis=2),
+            full[:, :, n:].copy(),
+        ]
+
+    def infer_outputs(
+        self, inputs: Sequence[ir.Value | None], attrs: Mapping[str, AttrValue]
+    ) -> list[tuple[ir.DataType | None, ir.Shape | None]]:
+        """Codes int8, scale/min float16, residual float32; the growing axis is left unknown."""
+
+        def like(v: ir.Value | None) -> ir.Shape | None:
+            if v is None or v.shape is None:
+                return None
+            dims: list[int | ir.SymbolicDim | None] = list(v.shape.dims)
+            dims[2] = None
+            return ir.Shape(dims)
+
+        return [
+            (ir.DataType.INT8, like(inputs[0])),
+            (ir.DataType.FLOAT16, like(inputs[1])),
+            (ir.DataType.FLOAT16, like(inputs[2])),
+            (ir.DataType.FLOAT, like(inputs[3])),
+        ]
+
+    def example_inputs(self) -> list[np.ndarray]:
+        """Inputs for the default attributes: one stored group, 40 + 30 float tokens (one group moves)."""
+        rng = np.random.default_rng(0)
+        b, h, d, g = 2, 2, 32, int(GROUP_ATTR.default)  # type: ignore[arg-type]
+        stored = rng.standard_normal((b, h, g, d)).astype(np.float32)
+        codes, scale, mn = quantize_reference(stored, 8, g, self._PER_CHANNEL)
+        residual = rng.standard_normal((b, h, 40, d)).astype(np.float32)
+        new = rng.standard_normal((b, h, 30, d)).astype(np.float32)
+        return [codes, scale, mn, residual, new]
+
+
+def _specs(per_channel: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    groups = "[B, H, Nq/group, D]" if per_channel else "[B, H, Nq, D/group]"
+    ins = (
+        TensorSpec("codes", I8, "[B, H, Nq, D/p]", rank=4, doc="packed codes of the quantized store"),
+        TensorSpec("scale", F16, groups, rank=4, doc="per-group scale of the store"),
+        TensorSpec("min", F16, groups, rank=4, doc="per-group minimum (zero point) of the store"),
+        TensorSpec("residual", F32, "[B, H, R, D]", rank=4, doc="float window of the most recent tokens"),
+        TensorSpec("new", F32, "[B, H, S, D]", rank=4, doc="this step's new keys or values"),
+    )
+    outs = (
+        TensorSpec(
+            "codes_out", I8, "[B, H, Nq + n, D/p]", rank=4, doc="store with the n aged tokens appended"
+        ),
+        TensorSpec("scale_out", F16, groups, rank=4, doc="scales, appended"),
+        TensorSpec("min_out", F16, groups, rank=4, doc="minimums, appended"),
+        TensorSpec("residual_out", F32, "[B, H, R + S - n, D]", rank=4, doc="float window after the move"),
+    )
+    return ins, outs
+
+
+class KvQuantKey(KvQuantAppendOp):
+    """Append new keys: per-channel quantization over groups of ``group`` tokens."""
+
+    op_type = "KvQuantKey"
+    plugin_version = "1"
+    inputs, outputs = _specs(per_channel=True)
+    doc = (
+        "Appends new keys to a KIVI-style key cache: residual ++ new is split, its oldest whole groups of "
+        "`group` tokens are quantized per channel (asymmetric, `bits` bits, float16 scale/min) and appended "
+        "to the packed store; at least `residual` tokens stay in float32."
+    )
+    _PER_CHANNEL = True
+
+
+class KvQuantValue(KvQuantAppendOp):
+    """Append new values: per-token quantization over groups of ``group`` channels."""
+
+    op_type = "KvQuantValue"
+    plugin_version = "1"
+    inputs, outputs = _specs(per_channel=False)
+    doc = (
+        "Appends new values to a KIVI-style value cache: residual ++ new is split, its oldest whole groups "
+        "of `group` tokens are quantized per token over groups of `group` channels (asymmetric, `bits` bits, "
+        "float16 scale/min) and appended to the packed store; at least `residual` tokens stay in float32."
+    )
+    _PER_CHANNEL = False
+
+
+KV_QUANT_KEY: KvQuantKey = register_op(KvQuantKey())
+KV_QUANT_VALUE: KvQuantValue = register_op(KvQuantValue())

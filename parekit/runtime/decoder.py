@@ -1,0 +1,173 @@
+"""One decoder step under the I/O contract, compression-agnostic.
+
+    input_ids [B, S] ───────────┐
+    attention_mask [B, T] ──────┤           ┌──► logits [B, S, V]
+    position_ids [B, S] ────────┼──► model ─┤
+    past<suffix> (any dtype) ───┘           └──► present<suffix> ──► fed back as past<suffix>
+
+The contract (README, "Decoder I/O contract"): every output ``present<suffix>`` is fed back as the input
+``past<suffix>`` unchanged (same dtype, whatever its shape: KV tensors, quantization scales, scores);
+``attention_mask`` covers all tokens seen so far plus the new ones; ``position_ids`` are absolute. At
+prefill each ``past*`` input is an empty tensor built from the graph's input spec: the batch dim (axis
+0) is the batch size, every other symbolic dim is 0, fixed dims are as declared.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parekit.errors import BackendError, DataError, ParekitError, one_line
+
+if TYPE_CHECKING:
+    from parekit.backends.ort import ModelSource, OrtRunner
+    from parekit.backends.specs import TensorSpec
+
+__all__ = ["PAST_PREFIX", "PRESENT_PREFIX", "DecoderSession", "State", "left_pad", "state_nbytes"]
+
+logger = logging.getLogger(__name__)
+
+PAST_PREFIX = "past"
+PRESENT_PREFIX = "present"
+
+State = dict[str, np.ndarray]
+"""Everything fed back between steps: ``past<suffix>`` → array."""
+
+
+def state_nbytes(state: Mapping[str, np.ndarray]) -> int:
+    """Bytes the cache carries across the graph boundary (all ``past*`` arrays)."""
+    return int(sum(a.nbytes for a in state.values()))
+
+
+class DecoderSession:
+    """A decoder model that follows the I/O contract, run step by step under ONNX Runtime.
+
+    Args:
+        model: Model path, bytes, ``onnx_ir.Model``, or an existing :class:`OrtRunner`.
+        providers: ORT execution providers (default CPU).
+        threads: ORT intra-op threads (``None``: ORT's default).
+
+    Raises:
+        ParekitError: The model does not follow the contract (no ``input_ids``/``attention_mask``
+            input, no logits output, a ``past*`` input without its ``present*`` output).
+    """
+
+    def __init__(
+        self,
+        model: ModelSource | OrtRunner,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from parekit.backends.ort import OrtRunner
+
+        self.runner = (
+            model if isinstance(model, OrtRunner) else OrtRunner(model, providers=providers, threads=threads)
+        )
+        self.name = self.runner.name
+        specs = {s.name: s for s in self.runner.input_specs}
+        outputs = self.runner.output_names
+        for needed in ("input_ids", "attention_mask"):
+            if needed not in specs:
+                raise ParekitError(
+                    f"{self.name}: the model has no '{needed}' input, so it does not follow the decoder I/O contract",
+                    note=f"inputs: {', '.join(specs)}",
+                )
+        self.has_position_ids = "position_ids" in specs
+        self.state_specs: list[TensorSpec] = [s for n, s in specs.items() if n.startswith(PAST_PREFIX)]
+        if not self.state_specs:
+            raise ParekitError(
+                f"{self.name}: the model has no past* inputs, so it carries no KV cache between steps",
+                note="export decoders with explicit past/present KV tensors (see the README's decoder I/O contract)",
+            )
+        self._feedback: dict[str, str] = {}
+        for spec in self.state_specs:
+            present = PRESENT_PREFIX + spec.name[len(PAST_PREFIX) :]
+            if present not in outputs:
+                raise ParekitError(
+                    f"{self.name}: input '{spec.name}' has no output '{present}' to be fed back from",
+                    note="the contract: every output present<suffix> is fed back as input past<suffix>",
+                )
+            self._feedback[present] = spec.name
+        logits = [o for o in outputs if not o.startswith(PRESENT_PREFIX)]
+        if not logits:
+            raise ParekitError(f"{self.name}: the model has no logits output")
+        self.logits_name = "logits" if "logits" in logits else logits[0]
+        self._fetch = [self.logits_name, *self._feedback]
+        self._checked = False
+        self.last_step_s = 0.0
+
+    def empty_state(self, batch: int) -> State:
+        """The ``past*`` feeds of a prefill: empty tensors from the graph's input specs."""
+        state: State = {}
+        for spec in self.state_specs:
+            if spec.shape is None:
+                raise ParekitError(
+                    f"{self.name}: input '{spec.name}' has no declared rank; cannot build it empty"
+                )
+            dims = [d if isinstance(d, int) else 0 for d in spec.shape]
+            if dims and not isinstance(spec.shape[0], int):
+                dims[0] = batch
+            state[spec.name] = np.zeros(dims, dtype=spec.dtype)
+        return state
+
+    def step(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        state: Mapping[str, np.ndarray],
+    ) -> tuple[np.ndarray, State]:
+        """Run one step: ``S`` new tokens per row.
+
+        Args:
+            input_ids: ``[B, S]`` int64.
+            attention_mask: ``[B, T]`` int64 over all tokens seen plus the new ones.
+            position_ids: ``[B, S]`` int64 absolute positions.
+            state: The ``past*`` arrays (from :meth:`empty_state` or the previous step).
+
+        Returns:
+            ``(logits [B, S, V], next state)``; the time the model took is in :attr:`last_step_s`.
+
+        Raises:
+            DataError: A feed does not fit the model (checked on the first step).
+            BackendError: ONNX Runtime fails.
+        """
+        feeds: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, **state}
+        if self.has_position_ids:
+            feeds["position_ids"] = position_ids
+        if not self._checked:
+            feeds = self.runner.prepare_feeds(feeds)
+            self._checked = True
+        start = time.perf_counter()
+        try:
+            results = self.runner.session.run(self._fetch, feeds)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed running {self.name}: {one_line(exc)}") from exc
+        self.last_step_s = time.perf_counter() - start
+        nxt = {self._feedback[name]: value for name, value in zip(self._fetch[1:], results[1:], strict=True)}
+        return results[0], nxt
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left-pad token lists into ``(input_ids, attention_mask, position_ids)``, all ``[B, L]`` int64.
+
+    Real tokens of each row get positions ``0, 1, …``; pad positions get 0 (masked anyway).
+
+    Raises:
+        DataError: No prompts, or an empty prompt.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise DataError("every prompt needs at least one token")
+    length = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), length), dtype=np.int64)
+    for row, p in enumerate(prompts):
+        ids[row, length - len(p) :] = p
+        mask[row, length - len(p) :] = 1
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int64)
+    return ids, mask, positions

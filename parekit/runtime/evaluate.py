@@ -1,0 +1,177 @@
+"""Teacher-forced evaluation of decoders side by side, through the decode path.
+
+    tokens x[0:N] ─► prefill x[0:p] ─► step x[p:p+c] ─► step … ─► step x[N-c:N]     (every model, interleaved)
+                         │                 │                          │
+                         ▼                 ▼                          ▼
+            NLL of the next token, argmax vs the first model's, state bytes fed, step time
+
+Every model sees the same tokens through the same loop (:class:`~parekit.runtime.decoder.DecoderSession`),
+so a compressed cache is exercised exactly as in generation: a short prefill, then ``chunk`` tokens per
+step (default 1, one token per step as a decoder generates). With ``chunk > 1`` the tokens of one
+chunk attend to each other and to the whole cache before it is compressed again, i.e. a cache pass sees
+up to ``chunk - 1`` more tokens than in generation: slightly optimistic for kv-window/kv-evict, exact
+for the full cache. Reported numbers use ``chunk = 1``.
+
+Per model: perplexity over the predicted tokens ``x[1:N]``, top-1 agreement of its argmax with the first
+model's (same positions), KV bytes fed at the last step (all ``past*`` arrays), and decode ms/step at the
+end of the context (median of the last ``tail`` steps, models interleaved so that they share machine load).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parekit.errors import DataError
+from parekit.runtime.decoder import DecoderSession, state_nbytes
+
+__all__ = ["ModelEval", "evaluate_perplexity", "prose_token_ids"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelEval:
+    """Result for one model.
+
+    Attributes:
+        model: Its name (path).
+        ppl: Perplexity over the predicted tokens.
+        nll: Mean negative log-likelihood (nats per token).
+        top1_agreement: Fraction of positions where the argmax equals the first model's (1.0 for it).
+        kv_bytes: Bytes of all ``past*`` state fed at the last step.
+        ms_per_step: Median decode step time (ms) over the last ``tail`` steps.
+        tokens: Predicted tokens counted.
+    """
+
+    model: str
+    ppl: float
+    nll: float
+    top1_agreement: float
+    kv_bytes: int
+    ms_per_step: float
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def prose_token_ids(tokenizer: Any, n: int) -> list[int]:
+    """The first ``n`` tokens of the standard library's prose (``pydoc_data.topics`` paragraphs).
+
+    Raises:
+        DataError: The prose gives fewer than ``n`` tokens.
+    """
+    from parekit.parity.data import prose_paragraphs
+
+    ids: list[int] = []
+    for paragraph in prose_paragraphs():
+        ids.extend(tokenizer.encode(paragraph + "\n\n", add_special_tokens=False))
+        if len(ids) >= n:
+            return ids[:n]
+    raise DataError(f"the prose only gives {len(ids)} tokens, {n} were asked for")
+
+
+def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    top = x.max(-1, keepdims=True)
+    lse = np.log(np.exp(x - top).sum(-1)) + top[..., 0]
+    return np.take_along_axis(x, targets[..., None], -1)[..., 0] - lse
+
+
+def evaluate_perplexity(
+    sessions: Sequence[DecoderSession],
+    tokens: Sequence[int],
+    *,
+    prefill: int = 16,
+    chunk: int = 1,
+    tail: int = 8,
+    progress: bool = False,
+) -> list[ModelEval]:
+    """Teacher-forced perplexity of each model on ``tokens``, through prefill + decode steps.
+
+    Args:
+        sessions: The models; the first is the reference of ``top1_agreement``.
+        tokens: The context (batch 1), ``N = len(tokens)``.
+        prefill: Tokens of the first (prefill) step.
+        chunk: Tokens per decode step.
+        tail: Decode steps at the end whose median time is reported.
+        progress: Show a progress bar (stderr, terminals only).
+
+    Returns:
+        One :class:`ModelEval` per session, in order.
+
+    Raises:
+        DataError: No models, fewer than 2 tokens, or bad ``prefill``/``chunk``.
+    """
+    n = len(tokens)
+    if not sessions:
+        raise DataError("no models to evaluate")
+    if n < 2:
+        raise DataError(f"perplexity needs at least 2 tokens, got {n}")
+    if not 1 <= prefill < n or chunk < 1:
+        raise DataError(
+            f"need 1 <= prefill < context ({n}) and chunk >= 1, got prefill={prefill}, chunk={chunk}"
+        )
+    ids = np.asarray(tokens, dtype=np.int64)[None, :]
+    bounds = [(0, prefill)] + [(s, min(s + chunk, n)) for s in range(prefill, n, chunk)]
+    states = [s.empty_state(1) for s in sessions]
+    nll = [0.0] * len(sessions)
+    agree = [0] * len(sessions)
+    times: list[list[float]] = [[] for _ in sessions]
+    fed_bytes = [0] * len(sessions)
+    counted = 0
+    bar = task = None
+    if progress:
+        from parekit.progress import progress_bar
+
+        bar = progress_bar()
+        bar.start()
+        task = bar.add_task(f"ppl over {n} tokens, {len(sessions)} model(s)", total=len(bounds))
+    try:
+        for index, (lo, hi) in enumerate(bounds):
+            step_ids = ids[:, lo:hi]
+            mask = np.ones((1, hi), dtype=np.int64)
+            positions = np.arange(lo, hi, dtype=np.int64)[None, :]
+            targets = ids[0, lo + 1 : hi + 1]  # the last position of the context has no target
+            order = list(range(len(sessions)))
+            order = order[index % len(order) :] + order[: index % len(order)]  # rotate who runs first
+            preds: dict[int, np.ndarray] = {}
+            for k in order:
+                fed_bytes[k] = state_nbytes(states[k])
+                logits, states[k] = sessions[k].step(step_ids, mask, positions, states[k])
+                if index > 0:
+                    times[k].append(sessions[k].last_step_s)
+                row = logits[0, : len(targets)]
+                nll[k] -= float(_log_softmax_at(row, targets).sum())
+                preds[k] = row.argmax(-1)
+            for k in range(len(sessions)):
+                agree[k] += int((preds[k] == preds[0]).sum())
+            counted += len(targets)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    results = []
+    for k, session in enumerate(sessions):
+        mean = nll[k] / counted
+        last = times[k][-tail:]
+        results.append(
+            ModelEval(
+                model=session.name,
+                ppl=math.exp(mean),
+                nll=mean,
+                top1_agreement=agree[k] / counted,
+                kv_bytes=fed_bytes[k],
+                ms_per_step=1e3 * statistics.median(last) if last else float("nan"),
+                tokens=counted,
+            )
+        )
+    return results
