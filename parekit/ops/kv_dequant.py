@@ -76,8 +76,8 @@ class KvDequantOp(OpDef):
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         """Unpack, scale and shift per group, append the residual."""
         packed, scale, mn, residual = inputs
-        p, base, _, weights = bit_constants(tape)
-        codes = build_unpack(tape, packed, p, base, weights)
+        p, base, _, _ = bit_constants(tape)
+        codes = build_unpack(tape, packed, p, base)
         x = _build_dequant(tape, codes, scale, mn, self._PER_CHANNEL)
         return [tape.op("Concat", [x, residual], {"axis": 2})]
 

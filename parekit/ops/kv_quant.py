@@ -8,7 +8,8 @@
 The cache is split in two parts that both cross the graph boundary:
 
 * a quantized store of ``Nq`` tokens (``Nq`` a multiple of ``group``): unsigned ``bits``-bit codes,
-  ``p = 8 // bits`` codes packed per byte along the channel axis (``bits=4``: two per byte), stored as
+  ``p = 8 // bits`` codes packed per byte along the channel axis (``bits=4``: two per byte; the axis is cut
+  into ``p`` contiguous blocks and byte ``j`` holds code ``j`` of every block), stored as
   int8 ``byte - 128`` (TensorRT has no uint8 intermediate tensors; int8 casts parse and build), with an
   asymmetric float16 ``scale`` and ``min`` per group. **Keys** are quantized per channel over groups of
   ``group`` consecutive tokens (``scale``/``min`` ``[B, H, Nq/group, D]``); **values** per token over
@@ -23,8 +24,10 @@ quantized exactly once (no re-quantization error). ``residual >= context`` quant
 Quantization of one group ``x``: ``mn = min x``, ``scale = (max x - mn) / (2^bits - 1)``, both rounded to
 float16 first; ``code = clip(round((x - mn) / scale), 0, 2^bits - 1)`` (``scale == 0`` divides by 1).
 Dequantization (:mod:`parekit.ops.kv_dequant`): ``x = code * scale + mn``. Packing: byte =
-``sum_k code_k * (2^bits)^k`` over ``p`` neighbouring channels; done in float32 arithmetic on exact small
-integers (Mul/ReduceSum/Div/Floor), then Cast: no bitwise ops, TensorRT-friendly.
+``sum_k code[k * L/p + j] * (2^bits)^k`` (block ``k`` in digit ``k``); done in float32 arithmetic on exact
+small integers (Mul/ReduceSum/Div/Floor), then Cast: no bitwise ops, TensorRT-friendly. Blocks rather than
+neighbouring channels so that unpacking is whole-tensor arithmetic plus one Concat along the channel axis
+(ONNX Runtime's CPU kernels crawl over a size-2 innermost axis).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ CODE_OFFSET = 128
 """Packed bytes (0…255) are stored as int8 ``byte - CODE_OFFSET``."""
 
 BITS_ATTR = AttrSpec(
-    "bits", "int", default=8, minimum=2, maximum=8, doc="code width; 8 // bits codes are packed per byte"
+    "bits", "int", default=8, minimum=4, maximum=8, doc="code width; 8 // bits codes (1 or 2) are packed per byte"
 )
 GROUP_ATTR = AttrSpec(
     "group",
@@ -120,20 +123,21 @@ def quantize_reference(
 
 
 def pack_reference(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Pack ``8 // bits`` neighbouring codes along the last axis into one byte (lowest code first), as int8."""
+    """Pack ``p = 8 // bits`` codes per byte, as int8 ``byte - 128``: the last axis (length ``L``) is cut into
+    ``p`` contiguous blocks and byte ``j`` holds code ``j`` of block ``k`` in digit ``k`` (block 0 lowest)."""
     p = codes_per_byte(bits)
     *lead, d = codes.shape
-    grouped = codes.reshape(*lead, d // p, p)
-    weights = (2**bits) ** np.arange(p)
-    return ((grouped * weights).sum(axis=-1) - CODE_OFFSET).astype(np.int8)
+    blocks = codes.reshape(*lead, p, d // p)
+    weights = ((2**bits) ** np.arange(p))[:, None]
+    return ((blocks * weights).sum(axis=-2) - CODE_OFFSET).astype(np.int8)
 
 
 def unpack_reference(packed: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_reference`: int64 codes, last axis ``p`` times longer."""
     p = codes_per_byte(bits)
     base = 2**bits
-    digits = ((packed.astype(np.int64)[..., None] + CODE_OFFSET) // base ** np.arange(p)) % base
-    return digits.reshape(*packed.shape[:-1], packed.shape[-1] * p)
+    byte = packed.astype(np.int64) + CODE_OFFSET
+    return np.concatenate([(byte // base**k) % base for k in range(p)], axis=-1)
 
 
 # -- body helpers (shared with kv_dequant) ---------------------------------------------------------
@@ -170,28 +174,33 @@ def bit_constants(tape: Tape) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
 
 
 def build_pack(tape: Tape, codes: ir.Value, p: ir.Value, weights: ir.Value) -> ir.Value:
-    """Float codes ``[B,H,N,L]`` → packed int8 ``[B,H,N,L/p]`` (byte - 128)."""
+    """Float codes ``[B,H,N,L]`` → packed int8 ``[B,H,N,L/p]`` (byte - 128), blocks as in :func:`pack_reference`."""
     b, h, n, length = dims4(tape, codes)
     lp = tape.op("Div", [length, p])
-    grouped = tape.op("Reshape", [codes, tape.op("Concat", [b, h, n, lp, p], {"axis": 0})])
+    blocks = tape.op("Reshape", [codes, tape.op("Concat", [b, h, n, p, lp], {"axis": 0})])
+    column = tape.op("Unsqueeze", [weights, const_ints(tape, [1])])
     summed = tape.op(
-        "ReduceSum", [tape.op("Mul", [grouped, weights]), const_ints(tape, [4])], {"keepdims": 0}
+        "ReduceSum", [tape.op("Mul", [blocks, column]), const_ints(tape, [3])], {"keepdims": 0}
     )
     shifted = tape.op("Sub", [summed, fconst(tape, float(CODE_OFFSET))])
     return tape.op("Cast", [shifted], {"to": ir.DataType.INT8})
 
 
-def build_unpack(tape: Tape, packed: ir.Value, p: ir.Value, base: ir.Value, weights: ir.Value) -> ir.Value:
-    """Packed int8 ``[B,H,N,L/p]`` (byte - 128) → float codes ``[B,H,N,L]``."""
-    b, h, n, lp = dims4(tape, packed)
+def build_unpack(tape: Tape, packed: ir.Value, p: ir.Value, base: ir.Value) -> ir.Value:
+    """Packed int8 ``[B,H,N,L/p]`` (byte - 128) → float codes ``[B,H,N,L]``.
+
+    With ``bits >= 4`` a byte holds at most two digits: ``high = floor(byte / base)`` (0 when ``bits == 8``)
+    and ``low = byte - high * base``. Both are whole ``[B,H,N,L/p]`` tensors, concatenated block after block
+    along the last axis and cut to ``L``: every op runs on long contiguous rows.
+    """
     byte = tape.op(
         "Add", [tape.op("Cast", [packed], {"to": ir.DataType.FLOAT}), fconst(tape, float(CODE_OFFSET))]
     )
-    x = tape.op("Unsqueeze", [byte, const_ints(tape, [4])])
-    shifted = tape.op("Floor", [tape.op("Div", [x, weights])])
-    high = tape.op("Mul", [tape.op("Floor", [tape.op("Div", [shifted, base])]), base])
-    digits = tape.op("Sub", [shifted, high])
-    return tape.op("Reshape", [digits, tape.op("Concat", [b, h, n, tape.op("Mul", [lp, p])], {"axis": 0})])
+    high = tape.op("Floor", [tape.op("Div", [byte, base])])
+    low = tape.op("Sub", [byte, tape.op("Mul", [high, base])])
+    length = tape.op("Mul", [dims4(tape, packed)[3], p])
+    both = tape.op("Concat", [low, high], {"axis": 3})
+    return tape.op("Slice", [both, const_ints(tape, [0]), length, const_ints(tape, [3])])
 
 
 def group_view(tape: Tape, x: ir.Value, per_channel: bool) -> tuple[ir.Value, ir.Value, ir.Value, int]:
