@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 
 import pytest
@@ -40,7 +41,9 @@ def test_samples_list_names_every_sample():
 def test_export_inspect_optimize_check_bench(tmp_path, sample_path):
     model = tmp_path / "m.onnx"
     _run("samples", "export", "gpt2-tiny", "-o", model)
-    assert model.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert model.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     info = json.loads(_run("inspect", model, "--json").output)
     assert info["num_layers"] == 2 and info["num_heads"] == 4 and info["kind"] == "decoder"
     human = _run("inspect", model).output

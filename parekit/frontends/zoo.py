@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from parekit.backends.save import give_default_mode
 from parekit.errors import MissingExtraError, ParekitError
 from parekit.frontends.torch_capture import SUPPORTED_OPSETS, capture
 
@@ -384,6 +385,7 @@ def copy_export(src: Path, dest: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        give_default_mode(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

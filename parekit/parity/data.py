@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parekit.analysis.dims import dim_role
+from parekit.backends.save import give_default_mode
 from parekit.backends.specs import TensorSpec
 from parekit.errors import DataError
 
@@ -335,6 +336,7 @@ def save_npz(
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **flat)  # type: ignore[arg-type]
+        give_default_mode(tmp_name)
         os.replace(tmp_name, dest)
     except OSError as exc:
         with contextlib.suppress(OSError):
