@@ -29,13 +29,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import onnx_ir as ir
 
 from parekit.analysis.lookup import values_by_name
 from parekit.analysis.modelmap import ModelMap
 from parekit.errors import StructureError
+
+if TYPE_CHECKING:
+    from parekit.passes.base import Pass
 
 __all__ = [
     "PAST_PREFIX",
@@ -104,6 +107,29 @@ class KvLayer:
     @property
     def sites(self) -> tuple[KvSite, KvSite]:
         return (self.key, self.value)
+
+
+def decoder_kv_layers(pass_: Pass[Any], model: ir.Model, mm: ModelMap, verb: str) -> list[KvLayer]:
+    """:func:`kv_layers` for a KV pass, refusing encoders and cache-less graphs as not applicable.
+
+    Args:
+        pass_: The pass (its name and ``not_applicable`` are used).
+        model: The model.
+        mm: Its structure map.
+        verb: What the pass does to the cache, for the refusal ("bound", "quantize", ...).
+
+    Raises:
+        PassNotApplicableError: Not a decoder, or no ``past → Concat → present`` wiring.
+    """
+    if mm.kind != "decoder":
+        raise pass_.not_applicable(
+            f"the model is an {mm.kind}: it has no KV cache to {verb}",
+            note=f"{pass_.name} applies to decoders exported with past/present KV inputs and outputs",
+        )
+    try:
+        return kv_layers(model, mm)
+    except StructureError as exc:
+        raise pass_.not_applicable(exc.message, note=exc.note) from exc
 
 
 def kv_layers(model: ir.Model, mm: ModelMap) -> list[KvLayer]:

@@ -86,13 +86,8 @@ class KvEvict(Pass[KvEvictOptions]):
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options
-        if mm.kind != "decoder":
-            raise self.not_applicable(
-                f"the model is an {mm.kind}: it has no KV cache to evict from",
-                note="kv-evict applies to decoders exported with past/present KV inputs and outputs",
-            )
+        layers = kv_cache.decoder_kv_layers(self, model, mm, "evict from")
         try:
-            layers = kv_cache.kv_layers(model, mm)
             mask = kv_cache.attention_mask(model, mm)
         except StructureError as exc:
             raise self.not_applicable(exc.message, note=exc.note) from exc

@@ -32,7 +32,6 @@ from typing import Literal
 import onnx_ir as ir
 
 from parekit.analysis.modelmap import ModelMap
-from parekit.errors import StructureError
 from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE
 from parekit.ops.kv_quant import KV_QUANT_KEY, KV_QUANT_VALUE, codes_per_byte
 from parekit.passes import kv_cache
@@ -68,15 +67,7 @@ class KvQuant(Pass[KvQuantOptions]):
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
         opts = self.options
-        if mm.kind != "decoder":
-            raise self.not_applicable(
-                f"the model is an {mm.kind}: it has no KV cache to quantize",
-                note="kv-quant applies to decoders exported with past/present KV inputs and outputs",
-            )
-        try:
-            layers = kv_cache.kv_layers(model, mm)
-        except StructureError as exc:
-            raise self.not_applicable(exc.message, note=exc.note) from exc
+        layers = kv_cache.decoder_kv_layers(self, model, mm, "quantize")
         heads, dim = self._geometry(layers[0].key)
         if dim % opts.group:
             raise self.not_applicable(

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from parekit.analysis.modelmap import ModelMap
-from parekit.errors import StructureError
 from parekit.ops.kv_window import KV_WINDOW
 from parekit.ops.kv_window_mask import KV_WINDOW_MASK
 from parekit.passes import kv_cache
@@ -51,15 +50,7 @@ class KvWindow(Pass[KvWindowOptions]):
     """Bound each layer's KV cache to `sink` first + `window` most recent tokens (StreamingLLM)."""
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
-        if mm.kind != "decoder":
-            raise self.not_applicable(
-                f"the model is an {mm.kind}: it has no KV cache to bound",
-                note="kv-window applies to decoders exported with past/present KV inputs and outputs",
-            )
-        try:
-            layers = kv_cache.kv_layers(model, mm)
-        except StructureError as exc:
-            raise self.not_applicable(exc.message, note=exc.note) from exc
+        layers = kv_cache.decoder_kv_layers(self, model, mm, "bound")
         attrs = {"sink": self.options.sink, "window": self.options.window}
         graph = model.graph
         for layer in layers:
