@@ -66,14 +66,20 @@ def default_configs() -> list[str]:
 
 
 def render(
-    rows: list[dict], ctx: int, opset: int, seconds: float, timing_only: bool = False, floor: float | None = None
+    rows: list[dict],
+    ctx: int,
+    opset: int,
+    seconds: float,
+    timing_only: bool = False,
+    floor: float | None = None,
+    prefill: int = 16,
 ) -> str:
     base = rows[0]
     how = (
         "ms/step re-measured in a separate run (one-shot prefill to the end-of-context cache shape, then decode steps); "
         "ppl, agreement and KV bytes from the full decode-path run"
         if timing_only
-        else "16-token prefill, then one token per decode step"
+        else f"{prefill}-token prefill, then one token per decode step"
     )
     lines = [
         f"SmolLM2-135M-Instruct (real weights), opset {opset}, ORT CPU ({platform.machine()}, "
@@ -178,7 +184,7 @@ def main() -> None:
             )
             rows = [{"config": c, **r.to_dict()} for c, r in zip(names, results, strict=True)]
         seconds = time.perf_counter() - start
-    table = render(rows, args.ctx, args.opset, seconds, timing_only=args.timing_only, floor=floor)
+    table = render(rows, args.ctx, args.opset, seconds, timing_only=args.timing_only, floor=floor, prefill=args.prefill)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
