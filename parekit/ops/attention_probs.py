@@ -19,8 +19,17 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import AttrSpec, AttrValue, OpDef, TensorSpec, const_ints, float_attr_ref, register_op
-from parekit.ops.kv_quant import F32, fconst
+from parekit.ops.base import (
+    AttrSpec,
+    AttrValue,
+    OpDef,
+    TensorSpec,
+    const_ints,
+    float_attr_ref,
+    register_op,
+    scalar_float,
+)
+from parekit.ops.kv_quant import F32
 
 __all__ = ["ATTENTION_PROBS", "AttentionProbs"]
 
@@ -56,11 +65,11 @@ class AttentionProbs(OpDef):
         )
         default = tape.op("Reciprocal", [tape.op("Sqrt", [d])])
         given = float_attr_ref(tape, "scale")
-        scale = tape.op("Where", [tape.op("Equal", [given, fconst(tape, 0.0)]), default, given])
+        scale = tape.op("Where", [tape.op("Equal", [given, scalar_float(tape, 0.0)]), default, given])
         scores = tape.op(
             "Mul", [tape.op("MatMul", [q, tape.op("Transpose", [k], {"perm": [0, 1, 3, 2]})]), scale]
         )
-        masked = tape.op("Where", [mask, scores, fconst(tape, _LOWEST)])
+        masked = tape.op("Where", [mask, scores, scalar_float(tape, _LOWEST)])
         probs = tape.op("Softmax", [masked], {"axis": -1})
         rows = tape.op(
             "ReduceMax",

@@ -51,6 +51,11 @@ __all__ = [
     "UnknownOpError",
     "all_ops",
     "const_ints",
+    "dim",
+    "dims",
+    "int_attr_value",
+    "scalar_float",
+    "scalar_int",
     "get_op",
     "float_attr_ref",
     "int_attr_ref",
@@ -608,6 +613,35 @@ class OpDef(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<OpDef {PAREKIT_DOMAIN}::{self.op_type} v{self.plugin_version}>"
+
+
+
+def dim(tape: Tape, x: ir.Value, axis: int) -> ir.Value:
+    """``Shape(x)[axis]`` as a 1-D int64 tensor ``[1]``."""
+    return tape.op("Gather", [tape.op("Shape", [x]), const_ints(tape, [axis])], {"axis": 0})
+
+
+def dims(tape: Tape, x: ir.Value, rank: int) -> list[ir.Value]:
+    """The first ``rank`` dims of ``x``, each a 1-D int64 tensor ``[1]`` (one ``Shape``)."""
+    shape = tape.op("Shape", [x])
+    return [tape.op("Gather", [shape, const_ints(tape, [i])], {"axis": 0}) for i in range(rank)]
+
+
+def scalar_float(tape: Tape, value: float) -> ir.Value:
+    """A 0-D float32 ``Constant``."""
+    return tape.op("Constant", [], {"value_float": float(value)})
+
+
+def scalar_int(tape: Tape, value: int) -> ir.Value:
+    """A 0-D int64 ``Constant``."""
+    return tape.op("Constant", [], {"value_int": int(value)})
+
+
+def int_attr_value(attrs: Mapping[str, AttrValue], name: str) -> int:
+    """An ``int`` attribute from a validated attribute mapping (NumPy references)."""
+    value = attrs[name]
+    assert isinstance(value, int), f"attribute {name} must be an int"
+    return value
 
 
 def _count_range(lo: int, hi: int) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import AttrValue, OpDef, TensorSpec, const_ints, register_op
+from parekit.ops.base import AttrValue, OpDef, TensorSpec, const_ints, int_attr_value, register_op
 from parekit.ops.kv_quant import (
     BITS_ATTR,
     F16,
@@ -29,7 +29,6 @@ from parekit.ops.kv_quant import (
     bit_constants,
     build_unpack,
     group_view,
-    int_attr,
     quantize_reference,
     unpack_reference,
 )
@@ -85,7 +84,7 @@ class KvDequantOp(OpDef):
         """NumPy twin of the body."""
         packed, scale, mn, residual = inputs
         x = dequantize_reference(
-            packed, scale, mn, int_attr(attrs, "bits"), int_attr(attrs, "group"), self._PER_CHANNEL
+            packed, scale, mn, int_attr_value(attrs, "bits"), int_attr_value(attrs, "group"), self._PER_CHANNEL
         )
         return [np.concatenate([x, residual.astype(np.float32)], axis=2)]
 

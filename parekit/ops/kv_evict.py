@@ -44,11 +44,16 @@ from parekit.ops.base import (
     OpDef,
     TensorSpec,
     const_ints,
+    dims,
     float_attr_ref,
     int_attr_ref,
+    int_attr_value,
     register_op,
+    scalar_float,
+    scalar_int,
 )
-from parekit.ops.kv_quant import F32, dims4, fconst, int_attr
+from parekit.ops.kv_quant import F32
+from parekit.ops.kv_slot_mask import MASK_DTYPES
 
 __all__ = [
     "BUDGET_MAX",
@@ -67,7 +72,6 @@ POOL_KERNEL = 7
 FORCED_BONUS = 1e9
 """Added to the rank score of sink and recent slots so that TopK always keeps them."""
 
-_MASK_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL, ir.DataType.FLOAT})
 _ATTRS = (
     AttrSpec(
         "budget", "int", default=512, minimum=1, maximum=BUDGET_MAX, doc="cached tokens kept per KV head"
@@ -93,7 +97,7 @@ def evict_reference(
     policy: str,
 ) -> list[np.ndarray]:
     """NumPy twin of both ops (``policy`` ``"h2o"`` or ``"snapkv"``)."""
-    budget, sink, recent = int_attr(attrs, "budget"), int_attr(attrs, "sink"), int_attr(attrs, "recent")
+    budget, sink, recent = int_attr_value(attrs, "budget"), int_attr_value(attrs, "sink"), int_attr_value(attrs, "recent")
     b, hkv, t, _ = key.shape
     p = score.shape[2]
     s = t - p
@@ -146,7 +150,7 @@ class KvEvictOp(OpDef):
         TensorSpec("score", F32, "[B, Hkv, P]", rank=3, doc="per-slot state of the past slots (-1: padding)"),
         TensorSpec("probs", F32, "[B, Hq, S, T]", rank=4, doc="attention probabilities of the new queries"),
         TensorSpec(
-            "mask", _MASK_DTYPES, "[B, T]", rank=2, doc="attention mask over the T slots (last S: new tokens)"
+            "mask", MASK_DTYPES, "[B, T]", rank=2, doc="attention mask over the T slots (last S: new tokens)"
         ),
     )
     outputs = (
@@ -171,15 +175,15 @@ class KvEvictOp(OpDef):
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         """State update, rank score, forced slots, TopK, sort, GatherElements."""
         key, value, score, probs, mask = inputs
-        b, hkv, t, d = dims4(tape, key)
+        b, hkv, t, d = dims(tape, key, 4)
         p = tape.op("Gather", [tape.op("Shape", [score]), const_ints(tape, [2])], {"axis": 0})
         s = tape.op("Sub", [t, p])
         hq = tape.op("Gather", [tape.op("Shape", [probs]), const_ints(tape, [1])], {"axis": 0})
         new_mask = tape.op("Slice", [mask, p, t, const_ints(tape, [1])])
         new_valid = tape.op(
-            "Greater", [tape.op("Cast", [new_mask], {"to": ir.DataType.FLOAT}), fconst(tape, 0.0)]
+            "Greater", [tape.op("Cast", [new_mask], {"to": ir.DataType.FLOAT}), scalar_float(tape, 0.0)]
         )
-        init = tape.op("Where", [new_valid, fconst(tape, 0.0), fconst(tape, -1.0)])
+        init = tape.op("Where", [new_valid, scalar_float(tape, 0.0), scalar_float(tape, -1.0)])
         init = tape.op(
             "Expand",
             [
@@ -188,13 +192,13 @@ class KvEvictOp(OpDef):
             ],
         )
         state = tape.op("Concat", [score, init], {"axis": 2})
-        valid = tape.op("GreaterOrEqual", [state, fconst(tape, 0.0)])
+        valid = tape.op("GreaterOrEqual", [state, scalar_float(tape, 0.0)])
         shape5 = tape.op("Concat", [b, hkv, tape.op("Div", [hq, hkv]), s, t], {"axis": 0})
         grouped = tape.op("Reshape", [probs, shape5])
         rank, new_state = self._rank(tape, state, valid, grouped, p, s, t)
         slots = tape.op(
             "Cast",
-            [tape.op("Range", [_scalar0(tape), tape.op("Squeeze", [t]), _scalar1(tape)])],
+            [tape.op("Range", [scalar_int(tape, 0), tape.op("Squeeze", [t]), scalar_int(tape, 1)])],
             {"to": ir.DataType.FLOAT},
         )
         sink_f = tape.op("Cast", [int_attr_ref(tape, "sink")], {"to": ir.DataType.FLOAT})
@@ -204,7 +208,7 @@ class KvEvictOp(OpDef):
         forced = tape.op(
             "Or", [tape.op("Less", [slots, sink_f]), tape.op("GreaterOrEqual", [slots, first_recent])]
         )
-        bonus = tape.op("Where", [forced, fconst(tape, FORCED_BONUS), fconst(tape, 0.0)])
+        bonus = tape.op("Where", [forced, scalar_float(tape, FORCED_BONUS), scalar_float(tape, 0.0)])
         adjusted = tape.op("Add", [rank, bonus])
         k = tape.op("Min", [t, int_attr_ref(tape, "budget")])
         _, chosen = tape.op_multi_out(  # which slots; their order is restored below
@@ -267,14 +271,6 @@ class KvEvictOp(OpDef):
         ]
 
 
-def _scalar0(tape: Tape) -> ir.Value:
-    return tape.op("Constant", [], {"value_int": 0})
-
-
-def _scalar1(tape: Tape) -> ir.Value:
-    return tape.op("Constant", [], {"value_int": 1})
-
-
 class KvEvictH2O(KvEvictOp):
     """Heavy-hitter eviction: keep the slots that accumulated the most attention."""
 
@@ -331,12 +327,12 @@ class KvEvictSnap(KvEvictOp):
         pooled = tape.op("Reshape", [pooled, tape.op("Shape", [votes])])
         slots = tape.op(
             "Cast",
-            [tape.op("Range", [_scalar0(tape), tape.op("Squeeze", [t]), _scalar1(tape)])],
+            [tape.op("Range", [scalar_int(tape, 0), tape.op("Squeeze", [t]), scalar_int(tape, 1)])],
             {"to": ir.DataType.FLOAT},
         )
         is_prefill = tape.op("Equal", [p, const_ints(tape, [0])])
         chosen = tape.op("Where", [is_prefill, pooled, slots])
-        rank = tape.op("Where", [valid, chosen, fconst(tape, -1.0)])
+        rank = tape.op("Where", [valid, chosen, scalar_float(tape, -1.0)])
         return rank, state
 
 

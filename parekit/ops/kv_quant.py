@@ -38,7 +38,18 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import AttrSpec, AttrValue, OpDef, TensorSpec, const_ints, int_attr_ref, register_op
+from parekit.ops.base import (
+    AttrSpec,
+    AttrValue,
+    OpDef,
+    TensorSpec,
+    const_ints,
+    dims,
+    int_attr_ref,
+    int_attr_value,
+    register_op,
+    scalar_float,
+)
 
 __all__ = [
     "BITS_ATTR",
@@ -49,7 +60,6 @@ __all__ = [
     "KvQuantKey",
     "KvQuantValue",
     "codes_per_byte",
-    "int_attr",
     "pack_reference",
     "quant_split",
     "quantize_reference",
@@ -73,13 +83,6 @@ GROUP_ATTR = AttrSpec(
     doc="quantization group size (tokens for keys, channels for values)",
 )
 RESIDUAL_ATTR = AttrSpec("residual", "int", default=32, minimum=0, doc="most recent tokens kept in float32")
-
-
-def int_attr(attrs: Mapping[str, AttrValue], name: str) -> int:
-    """An ``int`` attribute from a validated attribute mapping."""
-    value = attrs[name]
-    assert isinstance(value, int), f"attribute {name} must be an int"
-    return value
 
 
 def codes_per_byte(bits: int) -> int:
@@ -143,24 +146,13 @@ def unpack_reference(packed: np.ndarray, bits: int) -> np.ndarray:
 # -- body helpers (shared with kv_dequant) ---------------------------------------------------------
 
 
-def dims4(tape: Tape, x: ir.Value) -> list[ir.Value]:
-    """The four dims of a rank-4 value, each an int64 ``[1]``."""
-    shape = tape.op("Shape", [x])
-    return [tape.op("Gather", [shape, const_ints(tape, [i])], {"axis": 0}) for i in range(4)]
-
-
-def fconst(tape: Tape, value: float) -> ir.Value:
-    """A 0-D float32 constant."""
-    return tape.op("Constant", [], {"value_float": float(value)})
-
-
 def bit_constants(tape: Tape) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
     """``(p [1] int64, base f32 0-D, levels f32 0-D, weights f32 [p])`` from the ``bits`` attribute."""
     bits = int_attr_ref(tape, BITS_ATTR.name)
     p = tape.op("Div", [const_ints(tape, [8]), bits])
     bits_f = tape.op("Cast", [tape.op("Squeeze", [bits])], {"to": ir.DataType.FLOAT})
-    base = tape.op("Pow", [fconst(tape, 2.0), bits_f])
-    levels = tape.op("Sub", [base, fconst(tape, 1.0)])
+    base = tape.op("Pow", [scalar_float(tape, 2.0), bits_f])
+    levels = tape.op("Sub", [base, scalar_float(tape, 1.0)])
     k = tape.op(
         "Range",
         [
@@ -175,14 +167,14 @@ def bit_constants(tape: Tape) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
 
 def build_pack(tape: Tape, codes: ir.Value, p: ir.Value, weights: ir.Value) -> ir.Value:
     """Float codes ``[B,H,N,L]`` → packed int8 ``[B,H,N,L/p]`` (byte - 128), blocks as in :func:`pack_reference`."""
-    b, h, n, length = dims4(tape, codes)
+    b, h, n, length = dims(tape, codes, 4)
     lp = tape.op("Div", [length, p])
     blocks = tape.op("Reshape", [codes, tape.op("Concat", [b, h, n, p, lp], {"axis": 0})])
     column = tape.op("Unsqueeze", [weights, const_ints(tape, [1])])
     summed = tape.op(
         "ReduceSum", [tape.op("Mul", [blocks, column]), const_ints(tape, [3])], {"keepdims": 0}
     )
-    shifted = tape.op("Sub", [summed, fconst(tape, float(CODE_OFFSET))])
+    shifted = tape.op("Sub", [summed, scalar_float(tape, float(CODE_OFFSET))])
     return tape.op("Cast", [shifted], {"to": ir.DataType.INT8})
 
 
@@ -194,11 +186,11 @@ def build_unpack(tape: Tape, packed: ir.Value, p: ir.Value, base: ir.Value) -> i
     along the last axis and cut to ``L``: every op runs on long contiguous rows.
     """
     byte = tape.op(
-        "Add", [tape.op("Cast", [packed], {"to": ir.DataType.FLOAT}), fconst(tape, float(CODE_OFFSET))]
+        "Add", [tape.op("Cast", [packed], {"to": ir.DataType.FLOAT}), scalar_float(tape, float(CODE_OFFSET))]
     )
     high = tape.op("Floor", [tape.op("Div", [byte, base])])
     low = tape.op("Sub", [byte, tape.op("Mul", [high, base])])
-    length = tape.op("Mul", [dims4(tape, packed)[3], p])
+    length = tape.op("Mul", [dims(tape, packed, 4)[3], p])
     both = tape.op("Concat", [low, high], {"axis": 3})
     return tape.op("Slice", [both, const_ints(tape, [0]), length, const_ints(tape, [3])])
 
@@ -212,7 +204,7 @@ def group_view(tape: Tape, x: ir.Value, per_channel: bool) -> tuple[ir.Value, ir
     Returns:
         ``(grouped, full_shape [B,H,N,D], scale_shape, group_axis)``.
     """
-    b, h, n, d = dims4(tape, x)
+    b, h, n, d = dims(tape, x, 4)
     g = int_attr_ref(tape, GROUP_ATTR.name)
     if per_channel:
         ng = tape.op("Div", [n, g])
@@ -242,8 +234,8 @@ def _build_quantize(
     mn16 = tape.op("Cast", [mn], {"to": ir.DataType.FLOAT16})
     scale_r = tape.op("Cast", [scale16], {"to": ir.DataType.FLOAT})
     mn_r = tape.op("Cast", [mn16], {"to": ir.DataType.FLOAT})
-    zero = fconst(tape, 0.0)
-    safe = tape.op("Where", [tape.op("Greater", [scale_r, zero]), scale_r, fconst(tape, 1.0)])
+    zero = scalar_float(tape, 0.0)
+    safe = tape.op("Where", [tape.op("Greater", [scale_r, zero]), scale_r, scalar_float(tape, 1.0)])
     q = tape.op("Round", [tape.op("Div", [tape.op("Sub", [xg, mn_r]), safe])])
     q = tape.op("Min", [tape.op("Max", [q, zero]), levels])
     codes = tape.op("Reshape", [q, full])
@@ -283,7 +275,7 @@ class KvQuantAppendOp(OpDef):
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
         """NumPy twin of the body."""
         codes, scale, mn, residual, new = inputs
-        bits, group, keep = int_attr(attrs, "bits"), int_attr(attrs, "group"), int_attr(attrs, "residual")
+        bits, group, keep = int_attr_value(attrs, "bits"), int_attr_value(attrs, "group"), int_attr_value(attrs, "residual")
         full = np.concatenate([residual, new], axis=2)
         n = quant_split(full.shape[2], keep, group)
         q, s, m = quantize_reference(full[:, :, :n], bits, group, self._PER_CHANNEL)

@@ -24,18 +24,25 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import AttrSpec, AttrValue, OpDef, TensorSpec, const_ints, int_attr_ref, register_op
-from parekit.ops.kv_quant import F32, fconst, int_attr
+from parekit.ops.base import (
+    AttrSpec,
+    AttrValue,
+    OpDef,
+    TensorSpec,
+    const_ints,
+    dim,
+    int_attr_ref,
+    int_attr_value,
+    register_op,
+    scalar_float,
+)
+from parekit.ops.kv_quant import F32
 
 __all__ = ["KV_MASK_REMAP", "KV_SLOT_MASK", "KvMaskRemap", "KvSlotMask"]
 
 _BOOL = frozenset({ir.DataType.BOOL})
-_MASK_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL, ir.DataType.FLOAT})
+MASK_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL, ir.DataType.FLOAT})
 _IDS_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32})
-
-
-def _dim(tape: Tape, x: ir.Value, axis: int) -> ir.Value:
-    return tape.op("Gather", [tape.op("Shape", [x]), const_ints(tape, [axis])], {"axis": 0})
 
 
 class KvMaskRemap(OpDef):
@@ -46,7 +53,7 @@ class KvMaskRemap(OpDef):
     inputs = (
         TensorSpec(
             "attention_mask",
-            _MASK_DTYPES,
+            MASK_DTYPES,
             "[B, N]",
             rank=2,
             doc="mask over all tokens seen plus the new ones",
@@ -55,7 +62,7 @@ class KvMaskRemap(OpDef):
         TensorSpec("input_ids", _IDS_DTYPES, "[B, S]", rank=2, doc="the new tokens (only S is read)"),
     )
     outputs = (
-        TensorSpec("mask_out", _MASK_DTYPES, "[B, P + S]", rank=2, doc="ones(P) ++ the last S columns"),
+        TensorSpec("mask_out", MASK_DTYPES, "[B, P + S]", rank=2, doc="ones(P) ++ the last S columns"),
     )
     min_opset = 18
     doc = (
@@ -66,10 +73,10 @@ class KvMaskRemap(OpDef):
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         """``Concat(CastLike(Expand(1, [B, P])), Slice(mask, N - S, N))``."""
         mask, past, ids = inputs
-        b, n = _dim(tape, mask, 0), _dim(tape, mask, 1)
-        p, s = _dim(tape, past, 2), _dim(tape, ids, 1)
+        b, n = dim(tape, mask, 0), dim(tape, mask, 1)
+        p, s = dim(tape, past, 2), dim(tape, ids, 1)
         ones = tape.op(
-            "Expand", [tape.op("CastLike", [fconst(tape, 1.0), mask]), tape.op("Concat", [b, p], {"axis": 0})]
+            "Expand", [tape.op("CastLike", [scalar_float(tape, 1.0), mask]), tape.op("Concat", [b, p], {"axis": 0})]
         )
         tail = tape.op("Slice", [mask, tape.op("Sub", [n, s]), n, const_ints(tape, [1])])
         return [tape.op("Concat", [ones, tail], {"axis": 1})]
@@ -121,9 +128,9 @@ class KvSlotMask(OpDef):
     def build_body(self, tape: Tape, inputs: Sequence[ir.Value]) -> list[ir.Value]:
         """Validity ``[B, Hkv, T]`` → ``[B, Hkv*group, 1, T]`` → And."""
         attn_mask, score = inputs
-        b, hkv, p = (_dim(tape, score, i) for i in range(3))
-        t = _dim(tape, attn_mask, 3)
-        past_valid = tape.op("GreaterOrEqual", [score, fconst(tape, 0.0)])
+        b, hkv, p = (dim(tape, score, i) for i in range(3))
+        t = dim(tape, attn_mask, 3)
+        past_valid = tape.op("GreaterOrEqual", [score, scalar_float(tape, 0.0)])
         true = tape.op("Cast", [const_ints(tape, [1])], {"to": ir.DataType.BOOL})
         new_valid = tape.op(
             "Expand", [true, tape.op("Concat", [b, hkv, tape.op("Sub", [t, p])], {"axis": 0})]
@@ -146,7 +153,7 @@ class KvSlotMask(OpDef):
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
         """NumPy twin."""
         attn_mask, score = inputs
-        group = int_attr(attrs, "group")
+        group = int_attr_value(attrs, "group")
         b, hkv, p = score.shape
         t = attn_mask.shape[3]
         valid = np.concatenate([score >= 0, np.ones((b, hkv, t - p), bool)], axis=2)

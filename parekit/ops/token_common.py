@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import FLOAT_DTYPES, TensorSpec, const_ints
+from parekit.ops.base import FLOAT_DTYPES, TensorSpec, const_ints, dim
 
 __all__ = [
     "BIG",
@@ -31,7 +31,6 @@ __all__ = [
     "WEIGHT_FLOOR",
     "assign_from_target",
     "assign_reference",
-    "dim",
     "example_token_inputs",
     "float_const",
     "reduce_reference",
@@ -60,11 +59,6 @@ def sizes_spec(name: str = "sizes", shape: str = "[B, N]", doc: str | None = Non
 
 
 # -- body pieces ------------------------------------------------------------------------------------
-
-
-def dim(tape: Tape, x: ir.Value, axis: int) -> ir.Value:
-    """``Shape(x)[axis]`` as a 1-D int64 tensor ``[1]``."""
-    return tape.op("Gather", [tape.op("Shape", [x]), const_ints(tape, [axis])], {"axis": 0})
 
 
 def float_const(tape: Tape, value: float, like: ir.Value) -> ir.Value:

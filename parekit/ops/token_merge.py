@@ -31,6 +31,7 @@ from parekit.ops.base import (
     OpDef,
     TensorSpec,
     const_ints,
+    dim,
     int_attr_ref,
     register_op,
 )
@@ -39,7 +40,6 @@ from parekit.ops.token_common import (
     arange,
     assign_from_target,
     assign_reference,
-    dim,
     example_token_inputs,
     float_const,
     rank_below,
