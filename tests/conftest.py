@@ -30,3 +30,23 @@ def load_sample(sample_path):
         return load_model(sample_path(name, opset))
 
     return get
+
+
+@pytest.fixture()
+def run_cli():
+    """``run_cli(*args, code=0) -> click.testing.Result``: run the ``parekit`` command line in-process.
+
+    Arguments are turned into strings; ``code`` is the expected exit status (``None``: any), checked with
+    the command's output in the assertion message.
+    """
+    from click.testing import CliRunner
+
+    from parekit.cli.main import cli
+
+    def run(*args: object, code: int | None = 0):
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        if code is not None:
+            assert result.exit_code == code, result.output
+        return result
+
+    return run
