@@ -6,9 +6,13 @@ with ``onnx.checker.check_model(full_check=True)`` and run twice:
 
 * in ONNX Runtime with graph optimizations off (the function is inlined, nothing is folded);
 * in ``onnx.reference.ReferenceEvaluator``, the spec's own evaluator, on the model with the function
-  inlined (``onnx.inliner``): it runs the body's standard ops one by one with the spec's semantics. ONNX Runtime is lenient where the spec is
-  not (it takes a rank-1 ``CumSum`` axis, for one); TensorRT and other runtimes are entitled to reject
-  what the spec does not allow, so a body must satisfy both.
+  inlined (``onnx.inliner``): it runs the body's standard ops one by one with the spec's semantics.
+  ONNX Runtime is lenient where the spec is not (it takes a rank-1 ``CumSum`` axis, for one); TensorRT
+  and other runtimes are entitled to reject what the spec does not allow, so a body must satisfy both.
+
+Every call of :func:`assert_body_matches_reference` runs both, so every body-vs-reference sweep in
+``tests/ops`` (the contract test's example inputs and each op file's shape/dtype/attribute sweeps) is
+checked under the evaluator too: no subset.
 
 :func:`assert_body_matches_reference` compares both runs with the NumPy reference.
 """
@@ -95,7 +99,7 @@ def run_model(model: ir.Model, inputs: Sequence[np.ndarray]) -> list[np.ndarray]
 class GatherElements(OpRun):
     """``GatherElements`` as the spec defines it (``np.take_along_axis``, negative indices wrap once).
 
-    Replaces onnx 1.23's own implementation, which goes through ``np.choose`` (at most 64 choices in
+    Replaces onnx 1.23's own implementation, which goes through ``np.choose`` (fewer than 64 choices in
     NumPy 2) and, past that, a fallback that returns wrong shapes: a [1, 197] gather fails. Every other op
     runs on the evaluator's own implementation.
     """

@@ -78,7 +78,7 @@ def test_keep_rule_reference_by_hand():
     assert out[0, 0, :, 0].tolist() == [0, 1, 7, 8, 9]
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float32, np.float16, np.float64])
 @pytest.mark.parametrize(
     ("b", "t", "sink", "window"), [(1, 5, 2, 4), (2, 6, 2, 4), (3, 20, 4, 8), (2, 9, 0, 3)]
 )
