@@ -9,11 +9,22 @@ Look ops up by object, not by string, from passes::
 
 Backends and tools enumerate them with :func:`all_ops` (plugin identities) or :func:`get_op` (by the
 ``op_type`` found on a node). See ``docs/ops.md`` for how to add an op.
+
+The package is laid out by responsibility: :mod:`~parekit.ops.schema` (constants and spec
+dataclasses), :mod:`~parekit.ops.dtypes` (allowed element types), :mod:`~parekit.ops.attrs`
+(attribute validation), :mod:`~parekit.ops.body` (body-building helpers), :mod:`~parekit.ops.opdef`
+(the :class:`OpDef` base), :mod:`~parekit.ops.registry` (the op list), :mod:`~parekit.ops.errors`;
+then one module per op (or op family) and the family helpers ``keep_window``, ``kv_quant_format`` and
+``token_common``.
 """
 
-from parekit.ops.base import (
+from parekit.ops.body import const_ints, int_attr_ref
+from parekit.ops.dtypes import FLOAT_DTYPES
+from parekit.ops.errors import OpAttributeError, OpInputError, UnknownOpError
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import all_ops, get_op, op_names, register_op
+from parekit.ops.schema import (
     DEFAULT_ONNX_OPSET,
-    FLOAT_DTYPES,
     PAREKIT_DOMAIN,
     PAREKIT_OPSET_VERSION,
     PLUGIN_NAMESPACE,
@@ -22,19 +33,9 @@ from parekit.ops.base import (
     AttrKind,
     AttrSpec,
     AttrValue,
-    OpAttributeError,
-    OpDef,
-    OpInputError,
+    ParamSpec,
     PluginField,
     PluginIdentity,
-    TensorSpec,
-    UnknownOpError,
-    all_ops,
-    const_ints,
-    get_op,
-    int_attr_ref,
-    op_names,
-    register_op,
 )
 
 __all__ = [
@@ -51,9 +52,9 @@ __all__ = [
     "OpAttributeError",
     "OpDef",
     "OpInputError",
+    "ParamSpec",
     "PluginField",
     "PluginIdentity",
-    "TensorSpec",
     "UnknownOpError",
     "all_ops",
     "const_ints",

@@ -19,17 +19,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import (
-    AttrSpec,
-    AttrValue,
-    OpDef,
-    TensorSpec,
-    const_ints,
-    float_attr_ref,
-    register_op,
-    scalar_float,
-)
-from parekit.ops.kv_quant import F32
+from parekit.ops.attrs import float_attr_value
+from parekit.ops.body import const_ints, float_attr_ref, scalar_float
+from parekit.ops.dtypes import BOOL, F32
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrSpec, AttrValue, ParamSpec
 
 __all__ = ["ATTENTION_PROBS", "AttentionProbs"]
 
@@ -42,11 +37,11 @@ class AttentionProbs(OpDef):
     op_type = "AttentionProbs"
     plugin_version = "1"
     inputs = (
-        TensorSpec("q", F32, "[B, H, S, D]", rank=4, doc="queries (after rotary embedding)"),
-        TensorSpec("k", F32, "[B, H, T, D]", rank=4, doc="keys, one per query head (grouped heads expanded)"),
-        TensorSpec("mask", frozenset({ir.DataType.BOOL}), "[B, 1|H, S, T]", rank=4, doc="True = visible"),
+        ParamSpec("q", F32, "[B, H, S, D]", rank=4, doc="queries (after rotary embedding)"),
+        ParamSpec("k", F32, "[B, H, T, D]", rank=4, doc="keys, one per query head (grouped heads expanded)"),
+        ParamSpec("mask", BOOL, "[B, 1|H, S, T]", rank=4, doc="True = visible"),
     )
-    outputs = (TensorSpec("probs", F32, "[B, H, S, T]", rank=4, doc="attention probabilities"),)
+    outputs = (ParamSpec("probs", F32, "[B, H, S, T]", rank=4, doc="attention probabilities"),)
     attributes = (AttrSpec("scale", "float", default=0.0, minimum=0.0, doc="score scale; 0 means 1/sqrt(D)"),)
     min_opset = 18
     example_tolerance = (1e-5, 1e-6)
@@ -81,9 +76,7 @@ class AttentionProbs(OpDef):
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
         """NumPy twin (float64 softmax, cast to float32)."""
         q, k, mask = inputs
-        given = attrs["scale"]
-        assert isinstance(given, float)
-        scale = given or 1.0 / np.sqrt(q.shape[-1])
+        scale = float_attr_value(attrs, "scale") or 1.0 / np.sqrt(q.shape[-1])
         scores = np.where(
             mask, (q.astype(np.float64) @ np.swapaxes(k, 2, 3).astype(np.float64)) * scale, -np.inf
         )

@@ -4,8 +4,8 @@
                                                   ├─► Concat ─► cache [B, H, Nq + R, D] (float32)
     residual [B,H,R,D] ───────────────────────────┘
 
-The inverse of :mod:`parekit.ops.kv_quant`: unpack ``p = 8 // bits`` codes per byte, then
-``x = code * scale + min`` per group (keys: groups of ``group`` tokens per channel; values: groups of
+The inverse of :mod:`parekit.ops.kv_quant` (format: :mod:`parekit.ops.kv_quant_format`): unpack
+``p = 8 // bits`` codes per byte, then ``x = code * scale + min`` per group (keys: groups of ``group`` tokens per channel; values: groups of
 ``group`` channels per token), then append the float residual window. The kv-quant pass feeds the
 result to every reader of the layer's former ``past`` input, so attention and the exported shape
 computations see an ordinary float cache of ``Nq + R`` tokens.
@@ -19,19 +19,21 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import AttrValue, OpDef, TensorSpec, const_ints, int_attr_value, register_op
-from parekit.ops.kv_quant import (
+from parekit.ops.attrs import int_attr_value
+from parekit.ops.body import const_ints
+from parekit.ops.dtypes import F16, F32, I8
+from parekit.ops.kv_quant_format import (
     BITS_ATTR,
-    F16,
-    F32,
     GROUP_ATTR,
-    I8,
     bit_constants,
     build_unpack,
     group_view,
     quantize_reference,
     unpack_reference,
 )
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrValue, ParamSpec
 
 __all__ = ["KV_DEQUANT_KEY", "KV_DEQUANT_VALUE", "KvDequantKey", "KvDequantValue", "dequantize_reference"]
 
@@ -109,15 +111,15 @@ class KvDequantOp(OpDef):
         return [codes, scale, mn, rng.standard_normal((2, 2, 3, g)).astype(np.float32)]
 
 
-def _specs(per_channel: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _specs(per_channel: bool) -> tuple[tuple[ParamSpec, ...], tuple[ParamSpec, ...]]:
     groups = "[B, H, Nq/group, D]" if per_channel else "[B, H, Nq, D/group]"
     ins = (
-        TensorSpec("codes", I8, "[B, H, Nq, D/p]", rank=4, doc="packed codes (p = 8 // bits per byte)"),
-        TensorSpec("scale", F16, groups, rank=4, doc="per-group scale"),
-        TensorSpec("min", F16, groups, rank=4, doc="per-group minimum (zero point)"),
-        TensorSpec("residual", F32, "[B, H, R, D]", rank=4, doc="float window of the most recent tokens"),
+        ParamSpec("codes", I8, "[B, H, Nq, D/p]", rank=4, doc="packed codes (p = 8 // bits per byte)"),
+        ParamSpec("scale", F16, groups, rank=4, doc="per-group scale"),
+        ParamSpec("min", F16, groups, rank=4, doc="per-group minimum (zero point)"),
+        ParamSpec("residual", F32, "[B, H, R, D]", rank=4, doc="float window of the most recent tokens"),
     )
-    outs = (TensorSpec("cache", F32, "[B, H, Nq + R, D]", rank=4, doc="dequantized store ++ residual"),)
+    outs = (ParamSpec("cache", F32, "[B, H, Nq + R, D]", rank=4, doc="dequantized store ++ residual"),)
     return ins, outs
 
 

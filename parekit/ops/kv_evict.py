@@ -26,7 +26,8 @@ slot (= position) order. New slots always come last, so the causal structure of 
   most recent slots. The state only carries validity (``0`` / ``-1``).
 
 ``T <= budget`` keeps every slot in order: the cache is the identity. The body uses TopK (``K = min(T,
-budget) <= 3839``, TensorRT's limit), GatherND/GatherElements, MaxPool and shape arithmetic; no scatter.
+budget) <= 3839``, TensorRT's limit), GatherND/GatherElements, Pad + MaxPool and shape arithmetic; no
+scatter.
 """
 
 from __future__ import annotations
@@ -38,22 +39,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import (
-    AttrSpec,
-    AttrValue,
-    OpDef,
-    TensorSpec,
-    const_ints,
-    dims,
-    float_attr_ref,
-    int_attr_ref,
-    int_attr_value,
-    register_op,
-    scalar_float,
-    scalar_int,
-)
-from parekit.ops.kv_quant import F32
-from parekit.ops.kv_slot_mask import MASK_DTYPES
+from parekit.ops.attrs import int_attr_value
+from parekit.ops.body import const_ints, dims, float_attr_ref, int_attr_ref, scalar_float, scalar_int
+from parekit.ops.dtypes import F32, MASK_DTYPES
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrSpec, AttrValue, ParamSpec
 
 __all__ = [
     "BUDGET_MAX",
@@ -71,6 +62,8 @@ POOL_KERNEL = 7
 """Width of SnapKV's max-pool over slots (odd)."""
 FORCED_BONUS = 1e9
 """Added to the rank score of sink and recent slots so that TopK always keeps them."""
+_LOWEST = float(np.finfo(np.float32).min)
+"""Neutral element of the max-pool (padding of the slot axis)."""
 
 _ATTRS = (
     AttrSpec(
@@ -143,20 +136,20 @@ class KvEvictOp(OpDef):
     attributes: ClassVar[tuple[AttrSpec, ...]] = _ATTRS
     min_opset = 18
     inputs = (
-        TensorSpec(
+        ParamSpec(
             "key", F32, "[B, Hkv, T, D]", rank=4, doc="full key cache of this step (past slots ++ new)"
         ),
-        TensorSpec("value", F32, "[B, Hkv, T, D]", rank=4, doc="full value cache of this step"),
-        TensorSpec("score", F32, "[B, Hkv, P]", rank=3, doc="per-slot state of the past slots (-1: padding)"),
-        TensorSpec("probs", F32, "[B, Hq, S, T]", rank=4, doc="attention probabilities of the new queries"),
-        TensorSpec(
+        ParamSpec("value", F32, "[B, Hkv, T, D]", rank=4, doc="full value cache of this step"),
+        ParamSpec("score", F32, "[B, Hkv, P]", rank=3, doc="per-slot state of the past slots (-1: padding)"),
+        ParamSpec("probs", F32, "[B, Hq, S, T]", rank=4, doc="attention probabilities of the new queries"),
+        ParamSpec(
             "mask", MASK_DTYPES, "[B, T]", rank=2, doc="attention mask over the T slots (last S: new tokens)"
         ),
     )
     outputs = (
-        TensorSpec("key_out", F32, "[B, Hkv, min(T, budget), D]", rank=4, doc="kept keys, in slot order"),
-        TensorSpec("value_out", F32, "[B, Hkv, min(T, budget), D]", rank=4, doc="kept values, in slot order"),
-        TensorSpec("score_out", F32, "[B, Hkv, min(T, budget)]", rank=3, doc="state of the kept slots"),
+        ParamSpec("key_out", F32, "[B, Hkv, min(T, budget), D]", rank=4, doc="kept keys, in slot order"),
+        ParamSpec("value_out", F32, "[B, Hkv, min(T, budget), D]", rank=4, doc="kept values, in slot order"),
+        ParamSpec("score_out", F32, "[B, Hkv, min(T, budget)]", rank=3, doc="state of the kept slots"),
     )
 
     def _rank(
@@ -241,8 +234,7 @@ class KvEvictOp(OpDef):
         """Same dtypes; the slot axis becomes ``min(T, budget)`` (unknown when ``T`` is symbolic)."""
         out: list[tuple[ir.DataType | None, ir.Shape | None]] = []
         key = inputs[0]
-        budget = attrs["budget"]
-        assert isinstance(budget, int)
+        budget = int_attr_value(attrs, "budget")
         for rank in (4, 4, 3):
             shape = None
             if key is not None and key.shape is not None:
@@ -318,12 +310,14 @@ class KvEvictSnap(KvEvictOp):
         window = tape.op("Slice", [grouped, start, s, const_ints(tape, [3])])
         votes = tape.op("ReduceSum", [window, const_ints(tape, [2, 3])], {"keepdims": 0})
         flat = tape.op("Reshape", [votes, tape.op("Concat", [const_ints(tape, [-1, 1, 1]), t], {"axis": 0})])
+        # "Same" max-pool over slots: pad the slot axis with POOL_KERNEL // 2 neutral elements (the lowest
+        # float) on each side, then pool without MaxPool's own pads, so every window holds real slots and
+        # no runtime has to interpret a pads layout (onnx.reference reads 2-D pads as top/bottom/left/right).
         half = POOL_KERNEL // 2
-        pooled = tape.op(
-            "MaxPool",
-            [flat],
-            {"kernel_shape": [1, POOL_KERNEL], "pads": [0, half, 0, half], "strides": [1, 1]},
+        padded = tape.op(
+            "Pad", [flat, const_ints(tape, [0, 0, 0, half, 0, 0, 0, half]), scalar_float(tape, _LOWEST)]
         )
+        pooled = tape.op("MaxPool", [padded], {"kernel_shape": [1, POOL_KERNEL], "strides": [1, 1]})
         pooled = tape.op("Reshape", [pooled, tape.op("Shape", [votes])])
         slots = tape.op(
             "Cast",

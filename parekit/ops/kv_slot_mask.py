@@ -24,25 +24,14 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import (
-    AttrSpec,
-    AttrValue,
-    OpDef,
-    TensorSpec,
-    const_ints,
-    dim,
-    int_attr_ref,
-    int_attr_value,
-    register_op,
-    scalar_float,
-)
-from parekit.ops.kv_quant import F32
+from parekit.ops.attrs import int_attr_value
+from parekit.ops.body import const_ints, dim, int_attr_ref, scalar_float
+from parekit.ops.dtypes import BOOL, F32, IDS_DTYPES, MASK_DTYPES
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrSpec, AttrValue, ParamSpec
 
 __all__ = ["KV_MASK_REMAP", "KV_SLOT_MASK", "KvMaskRemap", "KvSlotMask"]
-
-_BOOL = frozenset({ir.DataType.BOOL})
-MASK_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL, ir.DataType.FLOAT})
-_IDS_DTYPES = frozenset({ir.DataType.INT64, ir.DataType.INT32})
 
 
 class KvMaskRemap(OpDef):
@@ -51,18 +40,18 @@ class KvMaskRemap(OpDef):
     op_type = "KvMaskRemap"
     plugin_version = "1"
     inputs = (
-        TensorSpec(
+        ParamSpec(
             "attention_mask",
             MASK_DTYPES,
             "[B, N]",
             rank=2,
             doc="mask over all tokens seen plus the new ones",
         ),
-        TensorSpec("past", F32, "[B, H, P, D]", rank=4, doc="a past cache input (only its length P is read)"),
-        TensorSpec("input_ids", _IDS_DTYPES, "[B, S]", rank=2, doc="the new tokens (only S is read)"),
+        ParamSpec("past", F32, "[B, H, P, D]", rank=4, doc="a past cache input (only its length P is read)"),
+        ParamSpec("input_ids", IDS_DTYPES, "[B, S]", rank=2, doc="the new tokens (only S is read)"),
     )
     outputs = (
-        TensorSpec("mask_out", MASK_DTYPES, "[B, P + S]", rank=2, doc="ones(P) ++ the last S columns"),
+        ParamSpec("mask_out", MASK_DTYPES, "[B, P + S]", rank=2, doc="ones(P) ++ the last S columns"),
     )
     min_opset = 18
     doc = (
@@ -110,13 +99,13 @@ class KvSlotMask(OpDef):
     op_type = "KvSlotMask"
     plugin_version = "1"
     inputs = (
-        TensorSpec(
-            "attn_mask", _BOOL, "[B, 1|Hq, S, T]", rank=4, doc="boolean mask attention reads (True = visible)"
+        ParamSpec(
+            "attn_mask", BOOL, "[B, 1|Hq, S, T]", rank=4, doc="boolean mask attention reads (True = visible)"
         ),
-        TensorSpec("score", F32, "[B, Hkv, P]", rank=3, doc="per-slot state of the past slots (-1: padding)"),
+        ParamSpec("score", F32, "[B, Hkv, P]", rank=3, doc="per-slot state of the past slots (-1: padding)"),
     )
     outputs = (
-        TensorSpec("mask_out", _BOOL, "[B, Hkv*group, S, T]", rank=4, doc="mask with padding slots hidden"),
+        ParamSpec("mask_out", BOOL, "[B, Hkv*group, S, T]", rank=4, doc="mask with padding slots hidden"),
     )
     attributes = (AttrSpec("group", "int", default=1, minimum=1, doc="query heads per KV head"),)
     min_opset = 18

@@ -1,4 +1,4 @@
-"""``parekit::KvWindowMask``: apply :mod:`parekit.ops.kv_window`'s keep rule to a 2-D attention mask.
+"""``parekit::KvWindowMask``: apply the KvWindow keep rule (:mod:`parekit.ops.keep_window`) to a 2-D attention mask.
 
     attention_mask [B, T]  ─►  KvWindowMask{sink, window}  ─►  mask' [B, min(T, sink + window)]
 
@@ -9,14 +9,12 @@ with the windowed cache. Same attributes, same body helper, same NumPy helper.
 
 from __future__ import annotations
 
-import onnx_ir as ir
-
-from parekit.ops.base import FLOAT_DTYPES, TensorSpec, register_op
-from parekit.ops.kv_window import KeepWindowOp, keep_window_attributes
+from parekit.ops.dtypes import MASK_DTYPES
+from parekit.ops.keep_window import KeepWindowOp, keep_window_attributes
+from parekit.ops.registry import register_op
+from parekit.ops.schema import ParamSpec
 
 __all__ = ["KV_WINDOW_MASK", "KvWindowMask"]
-
-_MASK_DTYPES = FLOAT_DTYPES | {ir.DataType.BOOL, ir.DataType.INT32, ir.DataType.INT64}
 
 
 class KvWindowMask(KeepWindowOp):
@@ -25,14 +23,14 @@ class KvWindowMask(KeepWindowOp):
     op_type = "KvWindowMask"
     plugin_version = "1"
     inputs = (
-        TensorSpec(
-            "attention_mask", _MASK_DTYPES, "[B, T]", rank=2, doc="mask over T positions (bool, int or float)"
+        ParamSpec(
+            "attention_mask", MASK_DTYPES, "[B, T]", rank=2, doc="mask over T positions (bool, int or float)"
         ),
     )
     outputs = (
-        TensorSpec(
+        ParamSpec(
             "mask_out",
-            _MASK_DTYPES,
+            MASK_DTYPES,
             "[B, min(T, sink + window)]",
             rank=2,
             doc="columns [0, sink) and [T - window, T) of the mask; the mask itself if T <= sink + window",

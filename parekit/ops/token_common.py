@@ -21,7 +21,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import FLOAT_DTYPES, TensorSpec, const_ints, dim
+from parekit.ops.body import const_ints, dim, scalar_int
+from parekit.ops.dtypes import FLOAT_DTYPES
+from parekit.ops.schema import ParamSpec
 
 __all__ = [
     "BIG",
@@ -30,6 +32,7 @@ __all__ = [
     "rank_reference",
     "WEIGHT_FLOOR",
     "assign_from_target",
+    "packed_index",
     "assign_reference",
     "example_token_inputs",
     "float_const",
@@ -46,14 +49,14 @@ WEIGHT_FLOOR = 1.0e-7
 """Lower bound of a group's total weight (an empty group divides 0 by it, not by 0); representable in float16."""
 
 
-def tokens_spec(name: str = "tokens", doc: str = "token embeddings") -> TensorSpec:
+def tokens_spec(name: str = "tokens", doc: str = "token embeddings") -> ParamSpec:
     """``[B, N, C]`` float spec."""
-    return TensorSpec(name, FLOAT_DTYPES, "[B, N, C]", rank=3, doc=doc)
+    return ParamSpec(name, FLOAT_DTYPES, "[B, N, C]", rank=3, doc=doc)
 
 
-def sizes_spec(name: str = "sizes", shape: str = "[B, N]", doc: str | None = None) -> TensorSpec:
+def sizes_spec(name: str = "sizes", shape: str = "[B, N]", doc: str | None = None) -> ParamSpec:
     """``[B, N]`` float token-size spec (0 = padding)."""
-    return TensorSpec(
+    return ParamSpec(
         name, FLOAT_DTYPES, shape, rank=2, doc=doc or "tokens each token stands for; 0 marks padding"
     )
 
@@ -73,6 +76,20 @@ def arange(tape: Tape, n: ir.Value) -> ir.Value:
     one = tape.op("Constant", [], {"value_int": 1})
     limit = tape.op("Squeeze", [n, const_ints(tape, [0])])
     return tape.op("Range", [zero, limit, one])
+
+
+def packed_index(tape: Tape, chosen: ir.Value) -> ir.Value:
+    """``[B, N]`` int64: for each token, how many ``chosen`` tokens come before or at it, minus 1.
+
+    ``CumSum(Cast(chosen), axis=1) - 1`` (the ``axis`` input is the 0-D tensor the spec requires): the
+    output index of every chosen token when the chosen ones are packed in order.
+
+    Args:
+        tape: Body tape.
+        chosen: ``[B, N]`` bool or int64 (1 = chosen).
+    """
+    counts = tape.op("CumSum", [tape.op("Cast", [chosen], {"to": ir.DataType.INT64}), scalar_int(tape, 1)])
+    return tape.op("Sub", [counts, const_ints(tape, [1])])
 
 
 def assign_from_target(tape: Tape, target: ir.Value, m: ir.Value, keep: ir.Value, like: ir.Value) -> ir.Value:

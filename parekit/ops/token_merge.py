@@ -24,17 +24,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import (
-    FLOAT_DTYPES,
-    AttrSpec,
-    AttrValue,
-    OpDef,
-    TensorSpec,
-    const_ints,
-    dim,
-    int_attr_ref,
-    register_op,
-)
+from parekit.ops.attrs import int_attr_value
+from parekit.ops.body import const_ints, dim, int_attr_ref
+from parekit.ops.dtypes import FLOAT_DTYPES
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrSpec, AttrValue, ParamSpec
 from parekit.ops.token_common import (
     BIG,
     arange,
@@ -42,6 +37,7 @@ from parekit.ops.token_common import (
     assign_reference,
     example_token_inputs,
     float_const,
+    packed_index,
     rank_below,
     reduce_reference,
     reduce_tokens,
@@ -75,7 +71,7 @@ class TokenMerge(OpDef):
     plugin_version = "1"
     inputs = (
         tokens_spec(),
-        TensorSpec(
+        ParamSpec(
             "metric", FLOAT_DTYPES, "[B, N, D]", rank=3, doc="features compared by cosine (e.g. keys)"
         ),
         sizes_spec(),
@@ -83,7 +79,7 @@ class TokenMerge(OpDef):
     outputs = (
         tokens_spec("tokens_out", "surviving tokens in order, merged ones size-weighted"),
         sizes_spec("sizes_out", "[B, M]"),
-        TensorSpec(
+        ParamSpec(
             "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"
         ),
     )
@@ -148,8 +144,7 @@ class TokenMerge(OpDef):
         score = tape.op("Where", [src, score, float_const(tape, -BIG, tokens)])
         merged = rank_below(tape, score, r)  # [B, N] bool
 
-        survive = tape.op("Cast", [tape.op("Not", [merged])], {"to": ir.DataType.INT64})
-        pos = tape.op("Sub", [tape.op("CumSum", [survive, one]), one])
+        pos = packed_index(tape, tape.op("Not", [merged]))  # output index of each survivor
         target = tape.op("Where", [merged, tape.op("GatherElements", [pos, partner], {"axis": 1}), pos])
         everyone = tape.op("Equal", [target, target])
         assign = assign_from_target(tape, target, m, everyone, tokens)
@@ -158,7 +153,7 @@ class TokenMerge(OpDef):
 
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
         tokens, metric, sizes = inputs
-        r, protect = int(attrs["r"]), int(attrs["protect"])  # type: ignore[arg-type]
+        r, protect = int_attr_value(attrs, "r"), int_attr_value(attrs, "protect")
         b, n, _ = tokens.shape
         r_eff = merge_limit(n, r, protect)
         m = n - r_eff
@@ -197,7 +192,8 @@ class TokenMerge(OpDef):
         if tokens.shape is None:
             return [(dtype, None)] * 3
         bdim, ndim, cdim = tokens.shape.dims
-        m = merged_count(ndim, int(attrs["r"]), int(attrs["protect"])) if isinstance(ndim, int) else None  # type: ignore[arg-type]
+        r, protect = int_attr_value(attrs, "r"), int_attr_value(attrs, "protect")
+        m = merged_count(ndim, r, protect) if isinstance(ndim, int) else None
         return [
             (dtype, ir.Shape([bdim, m, cdim])),
             (dtype, ir.Shape([bdim, m])),

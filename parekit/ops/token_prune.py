@@ -23,18 +23,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import (
-    FLOAT_DTYPES,
-    AttrSpec,
-    AttrValue,
-    OpDef,
-    TensorSpec,
-    const_ints,
-    dim,
-    float_attr_ref,
-    int_attr_ref,
-    register_op,
-)
+from parekit.ops.attrs import float_attr_value, int_attr_value
+from parekit.ops.body import const_ints, dim, float_attr_ref, int_attr_ref
+from parekit.ops.dtypes import FLOAT_DTYPES
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrSpec, AttrValue, ParamSpec
 from parekit.ops.token_common import (
     BIG,
     arange,
@@ -42,6 +36,7 @@ from parekit.ops.token_common import (
     assign_reference,
     example_token_inputs,
     float_const,
+    packed_index,
     rank_below,
     rank_reference,
     reduce_reference,
@@ -71,13 +66,13 @@ class TokenPrune(OpDef):
     plugin_version = "1"
     inputs = (
         tokens_spec(),
-        TensorSpec("scores", FLOAT_DTYPES, "[B, N]", rank=2, doc="importance of each token (higher is kept)"),
+        ParamSpec("scores", FLOAT_DTYPES, "[B, N]", rank=2, doc="importance of each token (higher is kept)"),
         sizes_spec(),
     )
     outputs = (
         tokens_spec("tokens_out", "kept tokens in order, then the fused token if fuse=1"),
         sizes_spec("sizes_out", "[B, M]"),
-        TensorSpec(
+        ParamSpec(
             "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot rows: input token → output token"
         ),
     )
@@ -129,15 +124,7 @@ class TokenPrune(OpDef):
         s = tape.op("Where", [tape.op("Greater", [sizes, zero]), scores, float_const(tape, -BIG, scores)])
         s = tape.op("Where", [tape.op("Less", [idx, p]), float_const(tape, BIG, scores), s])
         kept = rank_below(tape, s, count)  # [B, N] bool
-        target = tape.op(
-            "Sub",
-            [
-                tape.op(
-                    "CumSum", [tape.op("Cast", [kept], {"to": ir.DataType.INT64}), const_ints(tape, [1])]
-                ),
-                const_ints(tape, [1]),
-            ],
-        )
+        target = packed_index(tape, kept)  # output index of each kept token
         assign = assign_from_target(tape, target, count, kept, tokens)
         pruned = tape.op("CastLike", [tape.op("Not", [kept]), tokens])
         full = tape.op("Concat", [assign, tape.op("Unsqueeze", [pruned, const_ints(tape, [2])])], {"axis": 2})
@@ -150,7 +137,8 @@ class TokenPrune(OpDef):
 
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:
         tokens, scores, sizes = inputs
-        keep, protect, fuse = float(attrs["keep"]), int(attrs["protect"]), int(attrs["fuse"])  # type: ignore[arg-type]
+        keep, protect = float_attr_value(attrs, "keep"), int_attr_value(attrs, "protect")
+        fuse = int_attr_value(attrs, "fuse")
         b, n, _ = tokens.shape
         count = pruned_count(n, keep, protect)
         s = np.where(sizes > 0, scores, -BIG).astype(np.float64)
@@ -175,7 +163,8 @@ class TokenPrune(OpDef):
         bdim, ndim, cdim = tokens.shape.dims
         m: int | None = None
         if isinstance(ndim, int):
-            m = pruned_count(ndim, float(attrs["keep"]), int(attrs["protect"]), int(attrs["fuse"]))  # type: ignore[arg-type]
+            keep, protect = float_attr_value(attrs, "keep"), int_attr_value(attrs, "protect")
+            m = pruned_count(ndim, keep, protect, int_attr_value(attrs, "fuse"))
         return [
             (dtype, ir.Shape([bdim, m, cdim])),
             (dtype, ir.Shape([bdim, m])),

@@ -16,7 +16,11 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.base import FLOAT_DTYPES, AttrValue, OpDef, TensorSpec, const_ints, register_op
+from parekit.ops.body import const_ints
+from parekit.ops.dtypes import FLOAT_DTYPES
+from parekit.ops.opdef import OpDef
+from parekit.ops.registry import register_op
+from parekit.ops.schema import AttrValue, ParamSpec
 from parekit.ops.token_common import float_const, tokens_spec
 
 __all__ = ["TOKEN_RESTORE", "TokenRestore"]
@@ -28,8 +32,8 @@ class TokenRestore(OpDef):
     op_type = "TokenRestore"
     plugin_version = "1"
     inputs = (
-        TensorSpec("reduced", FLOAT_DTYPES, "[B, M, C]", rank=3, doc="reduced tokens"),
-        TensorSpec(
+        ParamSpec("reduced", FLOAT_DTYPES, "[B, M, C]", rank=3, doc="reduced tokens"),
+        ParamSpec(
             "assign", FLOAT_DTYPES, "[B, N, M]", rank=3, doc="one-hot (or zero) rows from a reducing op"
         ),
         tokens_spec("base", "full-length tokens used where a row of assign is zero"),

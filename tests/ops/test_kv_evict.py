@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from parekit.ops import OpAttributeError
 from parekit.ops.attention_probs import ATTENTION_PROBS
+from parekit.ops.dtypes import MASK_DTYPES
 from parekit.ops.kv_evict import BUDGET_MAX, KV_EVICT_H2O, KV_EVICT_SNAP, evict_reference
 from parekit.ops.kv_slot_mask import KV_MASK_REMAP, KV_SLOT_MASK
 
@@ -139,7 +141,24 @@ def test_slot_mask_body_matches_reference(b, hkv, group, p, s, mask_heads):
         assert not out[0, -group:, :, 0].any() and out[0, :group, :, 0].all()  # hidden only for that KV head
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float32])
+# every numpy-representable member of the one mask dtype set (bfloat16 has no numpy dtype)
+MASK_NP_DTYPES = [np.int64, np.int32, np.bool_, np.float32, np.float16, np.float64]
+
+
+def test_mask_sweep_covers_the_mask_dtype_set():
+    covered = {ir.DataType.from_numpy(np.dtype(d)) for d in MASK_NP_DTYPES}
+    assert covered == MASK_DTYPES - {ir.DataType.BFLOAT16}
+
+
+@pytest.mark.parametrize("op", [KV_EVICT_H2O, KV_EVICT_SNAP], ids=lambda o: o.op_type)
+@pytest.mark.parametrize("dtype", MASK_NP_DTYPES)
+def test_evict_reads_every_mask_dtype(op, dtype):
+    key, value, score, probs, mask = _step(2, 2, 2, 0, 9, 4, pad_rows=1)  # prefill: the mask marks padding
+    attrs = {"budget": 6, "sink": 1, "recent": 2}
+    assert_body_matches_reference(op, [key, value, score, probs, mask.astype(dtype)], attrs, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", MASK_NP_DTYPES)
 @pytest.mark.parametrize(("n", "p", "s"), [(11, 5, 2), (4, 0, 4), (700, 512, 1)])
 def test_mask_remap_body_matches_reference(dtype, n, p, s):
     mask = (RNG.random((2, n)) > 0.2).astype(dtype)

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE, dequantize_reference
-from parekit.ops.kv_quant import (
-    KV_QUANT_KEY,
-    KV_QUANT_VALUE,
-    pack_reference,
-    quant_split,
-    quantize_reference,
-    unpack_reference,
-)
+from parekit.ops.kv_quant import KV_QUANT_KEY, KV_QUANT_VALUE, quant_split
+from parekit.ops.kv_quant_format import pack_reference, quantize_reference, unpack_reference
 
 from .harness import assert_body_matches_reference, build_model, run_model
 

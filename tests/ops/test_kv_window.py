@@ -1,4 +1,7 @@
-"""KvWindow / KvWindowMask: body == reference, validation, node/model plumbing, registry contract."""
+"""KvWindow / KvWindowMask: body == reference, attribute/input validation, node and model plumbing.
+
+The contract every op must meet and the registry are tested in ``test_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,10 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from parekit.errors import OptionError, ParekitError
-from parekit.ops import (
-    PAREKIT_DOMAIN,
-    PLUGIN_NAMESPACE,
-    OpAttributeError,
-    OpDef,
-    OpInputError,
-    UnknownOpError,
-    all_ops,
-    get_op,
-    op_names,
-)
-from parekit.ops.kv_window import KV_WINDOW, keep_window_reference, kept_length
+from parekit.errors import OptionError
+from parekit.ops import PAREKIT_DOMAIN, PLUGIN_NAMESPACE, OpAttributeError, OpInputError
+from parekit.ops.keep_window import keep_window_reference, kept_length
+from parekit.ops.kv_window import KV_WINDOW
 from parekit.ops.kv_window_mask import KV_WINDOW_MASK
 
 from .harness import assert_body_matches_reference, build_model, check_model, run_model
@@ -84,7 +78,7 @@ def test_keep_rule_reference_by_hand():
     assert out[0, 0, :, 0].tolist() == [0, 1, 7, 8, 9]
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float32, np.float16, np.float64])
 @pytest.mark.parametrize(
     ("b", "t", "sink", "window"), [(1, 5, 2, 4), (2, 6, 2, 4), (3, 20, 4, 8), (2, 9, 0, 3)]
 )
@@ -125,7 +119,7 @@ def test_attribute_validation(attributes, fragment):
     with pytest.raises(OpAttributeError) as info:
         KV_WINDOW.make_node(model, [x], attributes=attributes)
     message = str(info.value)
-    assert "KvWindow" in message
+    assert KV_WINDOW.op_type in message
     assert fragment in message
     assert isinstance(info.value, OptionError) and isinstance(info.value, ValueError)
     assert not model.functions, "a failed make_node must not touch the model"
@@ -164,9 +158,14 @@ def test_input_validation():
 def test_node_carries_declared_and_plugin_attributes():
     model, x = _empty_model()
     node = KV_WINDOW.make_node(model, [x], attributes={"window": 512}, name="kvw0")
-    assert (node.domain, node.op_type, node.name) == (PAREKIT_DOMAIN, "KvWindow", "kvw0")
+    assert (node.domain, node.op_type, node.name) == (PAREKIT_DOMAIN, KV_WINDOW.op_type, "kvw0")
     attrs = {name: attr.value for name, attr in node.attributes.items()}
-    assert attrs == {"sink": 4, "window": 512, "plugin_namespace": "parekit", "plugin_version": "1"}
+    assert attrs == {
+        "sink": 4,
+        "window": 512,
+        "plugin_namespace": PLUGIN_NAMESPACE,
+        "plugin_version": KV_WINDOW.plugin_version,
+    }
     assert node.attributes["sink"].type == ir.AttributeType.INT
     assert node.attributes["plugin_version"].type == ir.AttributeType.STRING
     assert KV_WINDOW.matches(node) and not KV_WINDOW_MASK.matches(node)
@@ -191,8 +190,8 @@ def test_function_and_opset_imports_added_once():
     second = KV_WINDOW.make_node(model, [first.outputs[0]], attributes={"sink": 0, "window": 1})
     model.graph.append(second)
     model.graph.outputs.append(second.outputs[0])
-    assert list(model.functions) == [(PAREKIT_DOMAIN, "KvWindow", "")]
-    function = model.functions[(PAREKIT_DOMAIN, "KvWindow", "")]
+    assert list(model.functions) == [(PAREKIT_DOMAIN, KV_WINDOW.op_type, "")]
+    function = model.functions[(PAREKIT_DOMAIN, KV_WINDOW.op_type, "")]
     assert function.opset_imports == {"": 18}
     assert {a.name: a.value for a in function.attributes.values()} == {"sink": 4, "window": 1024}
     assert model.opset_imports == {"": 18, PAREKIT_DOMAIN: 1}
@@ -209,7 +208,7 @@ def test_two_ops_two_functions_one_import():
     model.graph.append(KV_WINDOW_MASK.make_node(model, [mask]))
     for node in model.graph:
         model.graph.outputs.append(node.outputs[0])
-    assert sorted(name for _, name, _ in model.functions) == ["KvWindow", "KvWindowMask"]
+    assert sorted(name for _, name, _ in model.functions) == sorted([KV_WINDOW.op_type, KV_WINDOW_MASK.op_type])
     assert model.opset_imports == {"": 18, PAREKIT_DOMAIN: 1}
     check_model(model)
 
@@ -218,7 +217,7 @@ def test_model_without_default_opset_gets_one():
     model, x = _empty_model(opset=None)
     KV_WINDOW.make_node(model, [x])
     assert model.opset_imports[""] == 18
-    assert model.functions[(PAREKIT_DOMAIN, "KvWindow", "")].opset_imports == {"": 18}
+    assert model.functions[(PAREKIT_DOMAIN, KV_WINDOW.op_type, "")].opset_imports == {"": 18}
 
 
 def test_function_rebuilt_when_model_opset_changes():
@@ -226,7 +225,7 @@ def test_function_rebuilt_when_model_opset_changes():
     KV_WINDOW.make_node(model, [x])
     model.opset_imports[""] = 21
     KV_WINDOW.make_node(model, [x])
-    assert model.functions[(PAREKIT_DOMAIN, "KvWindow", "")].opset_imports == {"": 21}
+    assert model.functions[(PAREKIT_DOMAIN, KV_WINDOW.op_type, "")].opset_imports == {"": 21}
 
 
 def test_foreign_parekit_opset_version_refused():
@@ -234,68 +233,3 @@ def test_foreign_parekit_opset_version_refused():
     model.opset_imports[PAREKIT_DOMAIN] = 2
     with pytest.raises(OpInputError, match="version 2"):
         KV_WINDOW.make_node(model, [x])
-
-
-# -- registry ----------------------------------------------------------------------------------------
-
-
-def test_registry_lookup():
-    assert get_op("KvWindow") is KV_WINDOW
-    assert get_op("KvWindowMask") is KV_WINDOW_MASK
-    assert "KvWindow" in op_names()
-
-
-@pytest.mark.parametrize(("wrong", "suggestion"), [("KvWindw", "KvWindow"), ("kvwindow", "KvWindow")])
-def test_registry_did_you_mean(wrong, suggestion):
-    with pytest.raises(UnknownOpError) as info:
-        get_op(wrong)
-    assert f"unknown parekit op '{wrong}'" in info.value.message
-    assert info.value.note is not None and f"did you mean '{suggestion}'" in info.value.note
-    assert isinstance(info.value, ParekitError) and isinstance(info.value, LookupError)
-
-
-def test_registry_without_suggestion_lists_known_ops():
-    with pytest.raises(UnknownOpError, match=r"known ops: (\w+, )*KvWindow, KvWindowMask"):
-        get_op("TotallyDifferent")
-
-
-# -- the contract, for every registered op ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("op", all_ops(), ids=lambda op: op.op_type)
-def test_every_op_is_dual_form(op: OpDef):
-    # TensorRT plugin identity: name = op type, a version, namespace parekit, one field per attribute.
-    plugin = op.plugin
-    assert plugin.name == op.op_type
-    assert plugin.version and plugin.namespace == PLUGIN_NAMESPACE
-    assert [f.name for f in plugin.fields] == [a.name for a in op.attributes]
-    assert all(f.type in {"kINT32", "kFLOAT32", "kCHAR"} for f in plugin.fields)
-    # A function of the same name in domain parekit, built from standard ops only.
-    function = op.function(18)
-    assert (function.domain, function.name) == (PAREKIT_DOMAIN, op.op_type)
-    assert len(function) > 0 and all(node.domain == "" for node in function)
-    assert [a.name for a in function.attributes.values()] == [a.name for a in op.attributes]
-    # TopK is allowed (TensorRT parses it for K < 3840; ops that use it cap K by an attribute maximum).
-    banned = {"ScatterElements", "ScatterND", "NonZero", "Loop", "If"}
-    assert not banned & {node.op_type for node in function}, "keep bodies TensorRT-friendly and static"
-    # Documented schema and a NumPy reference that the body matches on a small example.
-    assert op.doc and all(spec.shape for spec in (*op.inputs, *op.outputs))
-    assert all(a.doc for a in op.attributes)
-    example = _example_inputs(op)
-    rtol, atol = getattr(op, "example_tolerance", (0.0, 0.0))  # float math (softmax) is not bit-exact
-    assert_body_matches_reference(op, example, rtol=rtol, atol=atol)
-
-
-def _example_inputs(op: OpDef) -> list[np.ndarray]:
-    """The op's own ``example_inputs()`` where it has shape-coupled inputs; else a small input per
-    declared input: rank from the spec, first allowed dtype that NumPy has."""
-    own = getattr(op, "example_inputs", None)
-    if callable(own):
-        return list(own())
-    arrays = []
-    for spec in op.inputs:
-        assert spec.rank is not None, f"{op.op_type}.{spec.name}: give a rank or extend this test"
-        dtype = next(d for d in (ir.DataType.FLOAT, ir.DataType.INT64, ir.DataType.BOOL) if d in spec.dtypes)
-        shape = tuple(range(2, 2 + spec.rank))
-        arrays.append(RNG.standard_normal(shape).astype(dtype.numpy()))
-    return arrays

@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 
 from parekit.backends.save import save_model
-from parekit.ops import get_op
+from parekit.ops import OpDef
+from parekit.ops.token_merge import TOKEN_MERGE
+from parekit.ops.token_prune import TOKEN_PRUNE
+from parekit.ops.token_restore import TOKEN_RESTORE
 from parekit.passes.manager import run_pipeline
 
 from .harness import build_model, check_model, tensorrt_build
@@ -16,14 +19,15 @@ from .harness import build_model, check_model, tensorrt_build
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)")
 
 
-@pytest.mark.parametrize("op", ["TokenPrune", "TokenMerge", "TokenRestore"])
-def test_token_op_body_builds_under_tensorrt(tmp_path, op):
-    opdef = get_op(op)
-    path = tmp_path / f"{op}.onnx"
-    model = build_model(opdef, opdef.example_inputs(), {}, static_shapes=True)  # type: ignore[attr-defined]
+@pytest.mark.parametrize("op", [TOKEN_PRUNE, TOKEN_MERGE, TOKEN_RESTORE], ids=lambda o: o.op_type)
+def test_token_op_body_builds_under_tensorrt(tmp_path, op: OpDef):
+    inputs = op.example_inputs()
+    assert inputs is not None
+    path = tmp_path / f"{op.op_type}.onnx"
+    model = build_model(op, inputs, {}, static_shapes=True)
     path.write_bytes(check_model(model).SerializeToString())
     code, out = tensorrt_build(str(path))
-    assert code == 0, f"{op}: TensorRT-RTX could not parse/build the body:\n{out}"
+    assert code == 0, f"{op.op_type}: TensorRT-RTX could not parse/build the body:\n{out}"
 
 
 def test_token_pruned_minilm_builds_under_tensorrt(tmp_path, load_sample):
