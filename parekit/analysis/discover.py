@@ -21,7 +21,7 @@ from parekit.analysis.attention import attention_site, kv_heads
 from parekit.analysis.blocks import block_io, blocks_from_patterns, blocks_from_scopes
 from parekit.analysis.graph_walk import nm, node_graph, static_dim
 from parekit.analysis.model_facts import dim_name, family, input_roles
-from parekit.analysis.modelmap import LayerMap, ModelMap
+from parekit.analysis.modelmap import LayerMap, ModelKind, ModelMap
 from parekit.errors import StructureError
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _discover(model: ir.Model) -> ModelMap:
         )
         or any(n.op_type in ("Trilu", "LessOrEqual") for n in graph if n.name not in block_nodes)
     )
-    kind = "decoder" if causal else "encoder"
+    kind: ModelKind = "decoder" if causal else "encoder"
     after_last = nx.descendants(nxg, cores[-1].name)
     head_nodes = tuple(nm(n) for n in graph if n.name not in block_nodes and n.name in after_last)
     roles = input_roles(graph)

@@ -6,7 +6,16 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
-from parekit.analysis.graph_walk import CLASSES_KEY, arg, is_const, is_float, prop, rank, static_dim, walk_forward
+from parekit.analysis.graph_walk import (
+    CLASSES_KEY,
+    arg,
+    is_const,
+    is_float,
+    prop,
+    rank,
+    static_dim,
+    walk_forward,
+)
 
 # Embedding tables shorter than this index token types/segments, not positions.
 _MIN_POSITION_TABLE = 64
