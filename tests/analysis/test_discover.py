@@ -106,6 +106,7 @@ def _capture_hf(module_factory, kwargs, opset):
     return capture(module_factory(), (), kwargs, dynamic_shapes=dyn, opset=opset)
 
 
+@pytest.mark.slow  # exports a Llama with torch on every run (~10-50 s)
 @pytest.mark.parametrize("opset", [18, 23])
 def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
     """GQA heads are read from the key path when there is no past input; unnamed nodes get names."""
@@ -133,6 +134,7 @@ def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
     assert all(node.name for node in model.graph)
 
 
+@pytest.mark.slow  # exports a BERT with torch on every run (~10-20 s)
 def test_token_type_ids_are_not_positions():
     torch = pytest.importorskip("torch")
     import transformers as tf

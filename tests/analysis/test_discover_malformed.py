@@ -75,6 +75,15 @@ def test_the_tiny_block_is_found_with_the_facts_passes_read():
     assert "mid" not in shown and "mask_select" not in shown["attention"]
 
 
+def test_unnamed_nodes_are_named_and_found():
+    model = _block()
+    for node in model.graph:
+        node.name = None
+    mm = discover(model)
+    assert all(node.name for node in model.graph)
+    assert mm.layers[0].nodes == tuple(node.name for node in list(model.graph)[1:])
+
+
 def test_the_mask_where_is_found_and_hidden_from_inspect():
     text = _text().replace("(float[1, 4, 8] x0)", "(float[1, 4, 8] x0, bool[1, 1, 4, 4] keep)").replace(
         "    p = Softmax<axis = -1>(s)",
