@@ -10,9 +10,14 @@ model at one point of the pipeline and is recomputed after every pass that chang
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
+
+from parekit.errors import OptionError
+
+_INTERNAL = {"inspect": False}
+"""Field metadata: a fact passes read that ``parekit inspect`` does not print (its output stays stable)."""
 
 ModelKind = Literal["encoder", "decoder"]
 AttentionForm = Literal["decomposed", "attention-op"]
@@ -35,6 +40,8 @@ class AttentionSite:
         past_key, past_value: graph inputs carrying this layer's KV cache (decoders with a cache).
         present_key, present_value: graph outputs returning the updated cache.
         key_concat, value_concat: the ``Concat`` nodes that append new K/V to the past.
+        mask_select: the ``Where(bool mask, 0, -inf)`` node whose output the scores ``Add`` adds
+            (decomposed form; ``None`` when the mask is built otherwise). Not shown by ``inspect``.
     """
 
     form: AttentionForm
@@ -51,6 +58,7 @@ class AttentionSite:
     present_value: str | None = None
     key_concat: str | None = None
     value_concat: str | None = None
+    mask_select: str | None = field(default=None, metadata=_INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class LayerMap:
         attention: the block's self-attention.
         norms: names of the normalization nodes of the block, in order.
         mlp: the feed-forward block, where found.
+        mid: the residual-stream value between attention and MLP (the other operand of the residual
+            ``Add`` after the MLP), where found. Not shown by ``inspect``.
     """
 
     index: int
@@ -86,6 +96,7 @@ class LayerMap:
     attention: AttentionSite
     norms: tuple[str, ...] = ()
     mlp: MlpSite | None = None
+    mid: str | None = field(default=None, metadata=_INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -128,8 +139,38 @@ class ModelMap:
     def num_layers(self) -> int:
         return len(self.layers)
 
+    def select_layers(self, requested: Sequence[int], owner: str, option: str = "layers") -> tuple[LayerMap, ...]:
+        """The layers at ``requested`` indices, ascending; the one check of a layer-list option.
+
+        Args:
+            requested: 0-based layer indices (an option's value).
+            owner: the pass (or command) whose option it is, for the message.
+            option: the option's name, for the message.
+
+        Raises:
+            OptionError: an index is out of range or repeated.
+        """
+        n = self.num_layers
+        bad = [i for i in requested if not 0 <= i < n]
+        if bad:
+            raise OptionError(f"{owner}: layer(s) {bad} out of range: the model has {n} layers (0..{n - 1})")
+        if len(set(requested)) != len(requested):
+            raise OptionError(f"{owner}: option '{option}' repeats a layer: {list(requested)}")
+        return tuple(self.layers[i] for i in sorted(requested))
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what ``parekit inspect --json`` prints)."""
-        d = dataclasses.asdict(self)
+        """JSON-ready form (what ``parekit inspect --json`` prints; internal facts left out)."""
+        d = _shown(self)
         d["num_layers"] = self.num_layers
         return d
+
+
+def _shown(obj: Any) -> Any:
+    """``dataclasses.asdict`` without the fields marked internal."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _shown(getattr(obj, f.name)) for f in fields(obj) if f.metadata.get("inspect", True)}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_shown(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _shown(v) for k, v in obj.items()}
+    return obj

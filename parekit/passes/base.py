@@ -5,7 +5,7 @@ A pass is an ``onnx_ir`` in-place pass with declared options. It receives the mo
 ``self.report``::
 
     @register("drop-layers", options=DropLayersOptions)
-    class DropLayers(Pass[DropLayersOptions]):
+    class DropLayersPass(Pass[DropLayersOptions]):
         \"\"\"Remove whole transformer blocks, wiring each block's input to its output.\"\"\"
 
         def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:

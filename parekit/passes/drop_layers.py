@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DropLayersOptions:
     layers: tuple[int, ...] = field(
-        default=(), metadata={"help": "indices of the blocks to drop (0-based), e.g. [4,5]"}
+        default=(), metadata={"help": "indices of the blocks to drop (0-based), e.g. [4,5]", "min": 0}
     )
     count: int = field(
         default=0,
@@ -47,10 +47,6 @@ class DropLayersOptions:
     def validate(self) -> None:
         if self.layers and self.count:
             raise OptionError("drop-layers: give either 'layers' or 'count', not both")
-        if len(set(self.layers)) != len(self.layers):
-            raise OptionError(f"drop-layers: option 'layers' repeats a layer: {list(self.layers)}")
-        if any(i < 0 for i in self.layers):
-            raise OptionError(f"drop-layers: option 'layers' expects indices ≥ 0, got {list(self.layers)}")
 
 
 def block_influence(model: ir.Model, mm: ModelMap, calibration: object) -> list[float]:
@@ -77,7 +73,7 @@ def block_influence(model: ir.Model, mm: ModelMap, calibration: object) -> list[
 
 
 @register("drop-layers", options=DropLayersOptions)
-class DropLayers(Pass[DropLayersOptions]):
+class DropLayersPass(Pass[DropLayersOptions]):
     """Drop whole transformer blocks, chosen by index or by lowest block influence (ShortGPT)."""
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
@@ -100,11 +96,7 @@ class DropLayers(Pass[DropLayersOptions]):
             self.report.extra["calibration"] = getattr(calibration, "source", "feeds")
             logger.info("drop-layers: block influence %s → dropping %s", [round(s, 4) for s in scores], drop)
         else:
-            bad = [i for i in opts.layers if i >= n]
-            if bad:
-                raise OptionError(
-                    f"drop-layers: layer(s) {bad} out of range: the model has {n} layers (0..{n - 1})"
-                )
+            mm.select_layers(opts.layers, self.name)
             if len(opts.layers) >= n:
                 raise OptionError(f"drop-layers: dropping all {n} layers would leave no transformer")
             drop = sorted(opts.layers)

@@ -81,7 +81,7 @@ class KvEvictOptions:
 
 
 @register("kv-evict", options=KvEvictOptions)
-class KvEvict(Pass[KvEvictOptions]):
+class KvEvictPass(Pass[KvEvictOptions]):
     """Keep `budget` cached tokens per layer and KV head, chosen by attention (H2O or SnapKV)."""
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
@@ -180,24 +180,12 @@ class KvEvict(Pass[KvEvictOptions]):
             )
             model.graph.insert_after(att, probs)
             return probs.outputs[0], probs
-        values = values_by_name(model.graph)
-        add = values[site.scores].producer() if site.scores in values else None
-        where = next(
-            (
-                i.producer()
-                for i in (add.inputs if add is not None and add.op_type == "Add" else [])
-                if i is not None and i.producer() is not None and i.producer().op_type == "Where"  # type: ignore[union-attr]
-            ),
-            None,
-        )
+        # The map names the Where(bool mask, 0, -inf) the scores add; the Add is the scores' producer.
+        where = nodes.get(site.mask_select) if site.mask_select else None
+        scores = values_by_name(model.graph).get(site.scores or "")
+        add = scores.producer() if scores is not None else None
         context = nodes.get(site.nodes[-1])
-        if (
-            add is None
-            or where is None
-            or where.inputs[0] is None
-            or where.inputs[0].dtype != ir.DataType.BOOL
-            or context is None
-        ):
+        if where is None or add is None or where.outputs[0] not in add.inputs or context is None:
             raise self.not_applicable(
                 f"layer {index}: attention scores are not Add(QK, Where(bool mask, 0, -inf)) followed by a context MatMul",
                 note="kv-evict hides padding slots per KV head in the boolean mask before it becomes additive",

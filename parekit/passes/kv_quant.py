@@ -62,7 +62,7 @@ class KvQuantOptions:
 
 
 @register("kv-quant", options=KvQuantOptions)
-class KvQuant(Pass[KvQuantOptions]):
+class KvQuantPass(Pass[KvQuantOptions]):
     """Quantize the KV cache that crosses the graph boundary (KIVI: keys per channel, values per token)."""
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:

@@ -46,7 +46,7 @@ class KvWindowOptions:
 
 
 @register("kv-window", options=KvWindowOptions)
-class KvWindow(Pass[KvWindowOptions]):
+class KvWindowPass(Pass[KvWindowOptions]):
     """Bound each layer's KV cache to `sink` first + `window` most recent tokens (StreamingLLM)."""
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:

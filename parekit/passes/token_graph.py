@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from parekit.analysis.modelmap import LayerMap, ModelMap
 from parekit.errors import PassNotApplicableError
+from parekit.ops.attention_probs import ATTENTION_PROBS
 from parekit.ops.token_merge import TOKEN_MERGE
 from parekit.ops.token_prune import TOKEN_PRUNE
 
@@ -147,24 +148,12 @@ class TokenGraph:
         return self.op("CastLike", [ones, tokens])
 
     def mid_point(self, lm: LayerMap) -> ir.Value:
-        """The residual value between the block's attention and its MLP (consumed by MLP and residual Add)."""
+        """The residual value between the block's attention and its MLP (:attr:`LayerMap.mid`)."""
         if lm.mlp is None or lm.mlp.down is None:
             raise self.refuse(f"layer {lm.index} has no MLP to reduce tokens before")
-        out = self._node(lm.mlp.down).outputs[0]
-        for _ in range(4):  # MatMul → [Add bias] → residual Add
-            adds = [u for u in out.uses() if u.node.op_type == "Add"]
-            if len(adds) != 1:
-                break
-            add = adds[0].node
-            other = add.inputs[1 - adds[0].idx]
-            if other is None:
-                break
-            producer = other.producer()
-            if other.const_value is not None or (producer is not None and producer.op_type == "Constant"):
-                out = add.outputs[0]  # the bias
-                continue
-            return other
-        raise self.refuse(f"layer {lm.index}: no residual Add found after the MLP output {lm.mlp.down!r}")
+        if lm.mid is None:
+            raise self.refuse(f"layer {lm.index}: no residual Add found after the MLP output {lm.mlp.down!r}")
+        return self.value(lm.mid)
 
     def keys_metric(self, lm: LayerMap) -> ir.Value:
         """The layer's attention keys averaged over heads, ``[B, N, D]`` (ToMe's similarity metric)."""
@@ -202,31 +191,26 @@ class TokenGraph:
         return self.op("ReduceSum", [weighted, self.const([1, 2])], keepdims=0)
 
     def _recompute_probs(self, lm: LayerMap, sizes: ir.Value, cls_only: bool) -> ir.Value:
+        """The probabilities an ``Attention`` node does not expose: ``parekit::AttentionProbs`` on its Q, K.
+
+        The mask hides padding (tokens of size 0), as the additive mask of the rewired graph does.
+        """
         node = self._node(lm.attention.nodes[0])
-        q, k = node.inputs[0], node.inputs[1]
-        if (
-            q is None
-            or k is None
-            or q.shape is None
-            or len(q.shape) != 4
-            or k.shape is None
-            or len(k.shape) != 4
-        ):
+        q = node.inputs[0] if node.inputs else None
+        k = node.inputs[1] if len(node.inputs) > 1 else None
+        if q is None or k is None or q.shape is None or len(q.shape) != 4 or k.shape is None or len(k.shape) != 4:
             raise self.refuse(f"layer {lm.index}: Attention inputs are not [B, H, S, D]")
-        head_dim = k.shape[3]
+        accepted = ATTENTION_PROBS.inputs[0].dtypes
+        if q.dtype not in accepted or k.dtype not in accepted:
+            raise self.refuse(f"layer {lm.index}: attention probabilities are computed for float32 Q and K, got {q.dtype}")
         scale_attr = node.attributes.get("scale")
-        if scale_attr is not None:
-            scale = float(scale_attr.as_float())
-        elif isinstance(head_dim, int):
-            scale = 1.0 / float(np.sqrt(head_dim))
-        else:
-            raise self.refuse(f"layer {lm.index}: unknown head size for the attention scale")
+        scale = float(scale_attr.as_float()) if scale_attr is not None else 0.0  # 0: 1/sqrt(head size)
         if cls_only:
             q = self.op("Slice", [q, self.const([0]), self.const([1]), self.const([2])])
-        logits = self.op("MatMul", [q, self.op("Transpose", [k], perm=[0, 1, 3, 2])])
-        logits = self.op("Mul", [logits, self.op("CastLike", [self.const(np.float32(scale)), logits])])
-        logits = self.op("Add", [logits, self.additive_mask(sizes, prop=False, like=logits)])
-        return self.op("Softmax", [logits], axis=-1)
+        zero = self.op("CastLike", [self.const(np.float32(0)), sizes])
+        visible = self.op("Unsqueeze", [self.op("Greater", [sizes, zero]), self.const([1, 2])])  # [B, 1, 1, N]
+        probs = self.insert_op(ATTENTION_PROBS, [q, k, visible], {"scale": scale}, f"probs_l{lm.index}")
+        return probs.outputs[0]
 
     def additive_mask(
         self, sizes: ir.Value, prop: bool, like: ir.Value | None = None, square: bool = False

@@ -64,7 +64,7 @@ class TokenMergeOptions:
 
 
 @register("token-merge", options=TokenMergeOptions)
-class TokenMerge(Pass[TokenMergeOptions]):
+class TokenMergePass(Pass[TokenMergeOptions]):
     """Merge the r most similar token pairs per layer (ToMe), with size tracking and proportional attention."""
 
     def precheck(self, model: ir.Model) -> None:

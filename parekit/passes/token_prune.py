@@ -77,7 +77,7 @@ class TokenPruneOptions:
 
 
 @register("token-prune", options=TokenPruneOptions)
-class TokenPrune(Pass[TokenPruneOptions]):
+class TokenPrunePass(Pass[TokenPruneOptions]):
     """Keep the top `keep` fraction of tokens by attention score in chosen layers (EViT/ATS top-k)."""
 
     def precheck(self, model: ir.Model) -> None:

@@ -260,17 +260,11 @@ def encoder_layers(
             "and causal mask index",
             note=f"{pass_name} applies to encoders (BERT, ViT); for decoders see kv-window/kv-evict",
         )
-    n = mm.num_layers
     if requested is None:
         return list(mm.layers)
     if not requested:
         raise OptionError(f"{pass_name}: option 'layers' is empty; omit it to use every layer")
-    bad = [i for i in requested if i >= n]
-    if bad:
-        raise OptionError(f"{pass_name}: layer(s) {bad} out of range: the model has {n} layers (0..{n - 1})")
-    if len(set(requested)) != len(requested):
-        raise OptionError(f"{pass_name}: option 'layers' repeats a layer: {list(requested)}")
-    return [mm.layers[i] for i in sorted(requested)]
+    return list(mm.select_layers(requested, pass_name))
 
 
 def reduce_progressively(

@@ -19,8 +19,13 @@ EXPECTED = {
 }
 
 
+# Discovery itself takes ~0.5 s on SmolLM2's 30 layers; the minutes these cases took were its first
+# export (torch), which the first test to ask for the sample pays. Exporting SmolLM2 is slow.
+_NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "smollm2" else n for n in EXPECTED]
+
+
 @pytest.mark.parametrize("opset", [18, 23])
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", _NAMES)
 def test_counts_on_every_sample(load_sample, name, opset):
     mm = discover(load_sample(name, opset))
     kind, layers, hidden, heads, kv_heads, head_dim, cache = EXPECTED[name]
@@ -101,6 +106,7 @@ def _capture_hf(module_factory, kwargs, opset):
     return capture(module_factory(), (), kwargs, dynamic_shapes=dyn, opset=opset)
 
 
+@pytest.mark.slow  # exports a Llama with torch on every run (~10-50 s)
 @pytest.mark.parametrize("opset", [18, 23])
 def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
     """GQA heads are read from the key path when there is no past input; unnamed nodes get names."""
@@ -128,6 +134,7 @@ def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
     assert all(node.name for node in model.graph)
 
 
+@pytest.mark.slow  # exports a BERT with torch on every run (~10-20 s)
 def test_token_type_ids_are_not_positions():
     torch = pytest.importorskip("torch")
     import transformers as tf
