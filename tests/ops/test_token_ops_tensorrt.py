@@ -37,3 +37,14 @@ def test_token_pruned_minilm_builds_under_tensorrt(tmp_path, load_sample):
     save_model(result.model, path)
     code, out = tensorrt_build(str(path), "input_ids:1=128", "attention_mask:1=128")
     assert code == 0, f"TensorRT-RTX could not parse/build the pruned MiniLM:\n{out}"
+
+
+@pytest.mark.slow
+def test_token_merged_vit_builds_under_tensorrt(tmp_path, load_sample):
+    """ViT-B/16 (opset 18) with a TokenMerge in each of its twelve blocks: the claim in docs/ops.md."""
+    result = run_pipeline(load_sample("vit", 18), "token-merge{r=16}")
+    assert sum(TOKEN_MERGE.matches(n) for n in result.model.graph.all_nodes()) == 12
+    path = tmp_path / "vit.m.onnx"
+    save_model(result.model, path)
+    code, out = tensorrt_build(str(path))
+    assert code == 0, f"TensorRT-RTX could not parse/build the token-merged ViT:\n{out}"
