@@ -7,12 +7,15 @@ and never each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -124,6 +127,37 @@ def verbosity() -> int:
     return 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2
 
 
+@contextlib.contextmanager
+def _native_stderr_hidden(ctx: click.Context) -> Iterator[None]:
+    """Send what native libraries write to file descriptor 2 (ONNX Runtime's ``[E:onnxruntime…]``
+    lines) to a scratch file, unless ``-v``; Python's ``sys.stderr`` (parekit's own lines) keeps the terminal.
+
+    Only in a real process whose ``sys.stderr`` is descriptor 2 (not under click's test runner).
+    """
+    try:
+        real = sys.stderr.fileno() == 2 and not ctx.params.get("verbose")
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = open(  # noqa: SIM115  (closed in the finally below)
+        saved, "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace"
+    )
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            sys.stderr.close()
+            sys.stderr = python_stderr
+
+
 class Group(click.Group):
     """Turns errors raised by any command into one-line errors and exit status 2.
 
@@ -133,11 +167,16 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with warnings.catch_warnings():  # the filters set by setup_logging end with the command
+            with warnings.catch_warnings(), _native_stderr_hidden(ctx):  # both end with the command
                 return super().invoke(ctx)
         except ParekitError as exc:
             fail(exc)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+        except click.UsageError as exc:  # one line too, not click's usage block
+            where = exc.ctx.command_path if exc.ctx is not None else "parekit"
+            fail(ParekitError(f"{where}: {exc.format_message()}", note=f"see: {where} --help"))
+        except click.ClickException as exc:
+            fail(ParekitError(exc.format_message()))
+        except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except OSError as exc:
             fail(ParekitError(f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"))

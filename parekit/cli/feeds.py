@@ -17,6 +17,9 @@ from parekit.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+MIN_TEXT_SEQ = 4
+"""Fewest tokens per sequence of ``--data text`` (room for a tokenizer's special tokens and some text)."""
+
 
 def build_feeds(
     model: ir.Model,
@@ -48,6 +51,12 @@ def build_feeds(
 
     if data == "text":
         from parekit.frontends import zoo
+
+        if seq < MIN_TEXT_SEQ:
+            raise DataError(
+                f"--seq {seq}: text feeds need at least {MIN_TEXT_SEQ} tokens per sequence",
+                note="a tokenizer's special tokens alone take up to that many",
+            )
 
         count = max(samples, batch)
         corpus = pdata.prose_paragraphs()
