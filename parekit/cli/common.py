@@ -158,12 +158,26 @@ def _native_stderr_hidden(ctx: click.Context) -> Iterator[None]:
             sys.stderr = python_stderr
 
 
+# `parekit` or `parekit samples` alone: click shows the help (a usage error only in name).
+_NO_ARGS_IS_HELP: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", type("_Never", (Exception,), {}))
+
+
 class Group(click.Group):
     """Turns errors raised by any command into one-line errors and exit status 2.
 
     A :class:`ParekitError` is a user-facing error. Anything else is a parekit bug: it is reported
     in one line too (``-vv`` shows the traceback instead).
     """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # `parekit --bogus`: one line as well
+            if isinstance(exc, _NO_ARGS_IS_HELP):
+                raise
+            fail(ParekitError(f"{info_name or 'parekit'}: {exc.format_message()}",
+                              note=f"see: {info_name or 'parekit'} --help"))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -172,6 +186,8 @@ class Group(click.Group):
         except ParekitError as exc:
             fail(exc)
         except click.UsageError as exc:  # one line too, not click's usage block
+            if isinstance(exc, _NO_ARGS_IS_HELP):
+                raise
             where = exc.ctx.command_path if exc.ctx is not None else "parekit"
             fail(ParekitError(f"{where}: {exc.format_message()}", note=f"see: {where} --help"))
         except click.ClickException as exc:
@@ -204,12 +220,33 @@ def setup_logging(verbose: int) -> None:
     handler.addFilter(_SafeRecords())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("parekit").setLevel(level)
-    for name in _THIRD_PARTY_LOGGERS:
-        # onnx-ir logs whole tracebacks as warnings (shape inference): not the user's business by default.
-        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL)
+    _third_party_levels(verbose)
     if verbose == 0:
         warnings.filterwarnings("ignore", module=_THIRD_PARTY_WARNINGS)
         warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _third_party_levels(verbose: int) -> None:
+    for name in _THIRD_PARTY_LOGGERS:
+        # onnx-ir logs whole tracebacks as warnings (shape inference): not the user's business by default.
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL)
+
+
+def quiet_torch() -> None:
+    """Import torch and transformers (if installed) and, unless ``-v``, hide their log lines.
+
+    Both configure their loggers when first imported (torch's ``W… torchvision is not installed``
+    lines, transformers' config notices), so the levels are set again after the import.
+    """
+    verbose = verbosity()
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        if not verbose:
+            transformers.logging.set_verbosity_error()
+    _third_party_levels(verbose)
 
 
 def quiet_onnxruntime() -> None:

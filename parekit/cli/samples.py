@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from parekit.cli.common import console, plain
+from parekit.cli.common import console, plain, quiet_torch
 from parekit.cli.outputs import Outputs
 
 __all__ = ["samples"]
@@ -49,6 +49,7 @@ def samples_export(name: str, output: str, opset: str, cache_dir: str | None) ->
     outputs = Outputs()
     outputs.add_output("-o", output)
     outputs.check()
+    quiet_torch()
     err = console(stderr=True)
     with err.status(f"exporting {sample.name} at opset {opset} (first export takes a while; cached after)"):
         path = zoo.export_sample(name, opset=int(opset), cache_dir=cache_dir)

@@ -39,6 +39,7 @@ def assert_refused(res, before: dict[str, bytes | str], root: Path, *words: str)
     assert lines[0].startswith("error:"), res.output
     assert len(lines) == 1 or lines[1].startswith("Note:"), res.output  # a Note may show a caret under the text
     assert "Traceback" not in res.output and "internal error" not in res.output
+    assert "\x1b" not in res.output and "\x07" not in res.output  # control characters never reach the terminal
     for word in words:
         assert word in res.output, res.output
     assert _tree(root) == before
@@ -121,7 +122,7 @@ def test_outputs_that_cannot_be_written_leave_nothing_behind(run_cli, work, args
 
 
 def test_all_outputs_of_a_good_run_appear_together_and_nothing_else(run_cli, work):
-    run_cli("check", "m.onnx", "c.onnx", "--dim", "past=2", "--json-file", "p.json", "--save-golden", "g.npz",
+    run_cli("check", "m.onnx", "c.onnx", "--dim", "past=2", "--samples", "2", "--batch", "1", "--seq", "4", "--json-file", "p.json", "--save-golden", "g.npz",
             "--save-feeds", "f.npz")
     names = sorted(p.name for p in work.iterdir())
     assert names == ["c.onnx", "f.npz", "g.npz", "m.onnx", "p.json"]
@@ -190,10 +191,15 @@ BAD_VALUES = [
     (["generate", "m.onnx", "--prompt", "x", "--sample", "--top-p", "nan"], "--top-p"),
     (["generate", "m.onnx", "--prompt", "ok", "--prompt", "a\udcffb", "--tokenizer", "bytes"], "--prompt #2"),
     (["check", "m.onnx", "c.onnx", "--bogus"], "--bogus"),
+    (["--bogus"], "--bogus"),
+    (["nosuch"], "nosuch"),
+    (["samples", "nosuch"], "nosuch"),
+    (["inspect", "m.onnx", "--\x1b]0;owned\x07"], "\\x1b]0;owned\\x07"),
+    (["\x1b[2J"], "\\x1b[2J"),
 ]
 
 
-@pytest.mark.parametrize(("args", "word"), BAD_VALUES, ids=[" ".join(a[:1] + a[-2:])[:60] for a, _ in BAD_VALUES])
+@pytest.mark.parametrize(("args", "word"), BAD_VALUES, ids=[ascii(" ".join(a[:1] + a[-2:]))[:60] for a, _ in BAD_VALUES])
 def test_bad_and_unbounded_values_are_one_line_errors(run_cli, work, args, word):
     res = _refuse(run_cli, work, args, word)
     assert len(res.output) < 600  # echoed input is capped
@@ -296,7 +302,7 @@ def test_third_party_noise_is_hidden_unless_verbose(run_cli, noisy_command):
 def _subprocess(*args: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run([sys.executable, "-m", "parekit.cli.main", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, env=env, timeout=600)
 
 
 def test_onnxruntime_native_log_is_hidden_unless_verbose(tmp_path):
@@ -361,3 +367,11 @@ def test_cli_modules_are_small_and_never_import_main():
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ImportFrom):
                 assert node.module != "parekit.cli.main", path
+
+
+@pytest.mark.slow
+def test_a_fresh_export_prints_only_parekits_own_lines(tmp_path):
+    """torch's ``torchvision is not installed`` lines and transformers' config notices stay hidden."""
+    res = _subprocess("samples", "export", "gpt2-tiny", "-o", tmp_path / "g.onnx", "--cache-dir", tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines() == [f"wrote {tmp_path / 'g.onnx'} (1.0 MiB, gpt2-tiny, opset 18)"]
