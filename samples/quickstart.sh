@@ -11,10 +11,10 @@ parekit inspect out/minilm.onnx --no-layers
 parekit optimize out/minilm.onnx --passes "drop-layers{count=1}" --calib text --samples 32 \
   -o out/minilm.d.onnx --report out/report.json
 parekit check out/minilm.onnx out/minilm.d.onnx --data text --samples 32 \
-  --output sentence_embedding --threshold cosine=0.9 --threshold max_abs=inf --json out/parity.json
+  --output sentence_embedding --threshold cosine=0.9 --threshold max_abs=inf --json-file out/parity.json
 parekit optimize out/minilm.onnx --passes "token-prune{keep=0.5,layers=[2]}" -o out/minilm.p.onnx \
   --report out/report.prune.json
 parekit check out/minilm.onnx out/minilm.p.onnx --data text --samples 32 \
-  --output sentence_embedding --threshold cosine=0.97 --threshold max_abs=inf --json out/parity.prune.json
+  --output sentence_embedding --threshold cosine=0.97 --threshold max_abs=inf --json-file out/parity.prune.json
 parekit bench out/minilm.onnx out/minilm.d.onnx out/minilm.p.onnx --data text --batch 8 --seq 128 --iters 10 \
-  --json out/bench.json
+  --json-file out/bench.json

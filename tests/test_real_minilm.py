@@ -52,7 +52,7 @@ def test_count_one_reports_choice_and_check_reports_cosine(sample_path, tmp_path
     parity = tmp_path / "p.json"
     res = _run("check", src, out, "--data", "text", "--samples", "16", "--seq", "64",
                "--output", "sentence_embedding", "--threshold", "cosine=0.85", "--threshold", "max_abs=off",
-               "--json", parity)
+               "--json-file", parity)
     assert "sentence_embedding" in res.output
     cos = json.loads(parity.read_text())["outputs"]["sentence_embedding"]["cosine"]
     assert 0.85 <= cos < 0.9999  # one of six layers gone: close, not identical

@@ -9,11 +9,28 @@ without a vocabulary use bytes; any other model needs ``--tokenizer PATH``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from parekit.cli.common import (
+    MAX_CTX,
+    MAX_ITERS,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_TOP_K,
+    console,
+    echo_json,
+    finite,
+    json_options,
+    json_text,
+    plain,
+    provider_option,
+    quiet_onnxruntime,
+    safe,
+    threads_option,
+)
+from parekit.cli.outputs import Outputs
 from parekit.errors import ParekitError
 
 __all__ = ["eval_cmd", "generate_cmd"]
@@ -41,6 +58,7 @@ def _tokenizer(session: Any, model: str, path: str | None) -> Any:
 def _session(model: str, threads: int | None, providers: tuple[str, ...]) -> Any:
     from parekit.runtime.decoder import DecoderSession
 
+    quiet_onnxruntime()
     return DecoderSession(model, providers=list(providers) or None, threads=threads)
 
 
@@ -51,25 +69,30 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-_threads = click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads")
-_provider = click.option(
-    "--provider", "providers", multiple=True, help="ONNX Runtime execution provider (default CPU)"
-)
+def _check_prompts(prompts: tuple[str, ...]) -> None:
+    for i, prompt in enumerate(prompts, 1):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParekitError(
+                f"--prompt #{i}: not valid text (character {exc.start + 1} cannot be encoded as UTF-8)",
+                note="give prompts as UTF-8 text",
+            ) from None
 
 
 @click.command("generate")
 @click.argument("model", type=click.Path())
 @click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text (repeat for a batch)")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS), default=32, show_default=True)
 @click.option("--greedy/--sample", default=True, show_default=True, help="argmax, or sample")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: all tokens")
+@click.option("--top-k", type=click.IntRange(0, MAX_TOP_K), default=0, show_default=True, help="0: all tokens")
 @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of --sample")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="seed of --sample")
 @click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-text token")
-@_threads
-@_provider
+@threads_option
+@provider_option
 def generate_cmd(
     model: str,
     prompts: tuple[str, ...],
@@ -88,6 +111,9 @@ def generate_cmd(
     from parekit.runtime.generate import generate
     from parekit.runtime.sampling import SamplingOptions
 
+    finite("--temperature", temperature)
+    finite("--top-p", top_p)
+    _check_prompts(prompts)
     session = _session(model, threads, providers)
     tok = _tokenizer(session, model, tokenizer_path)
     encoded = [tok.encode(p) for p in prompts]
@@ -99,13 +125,13 @@ def generate_cmd(
     options = SamplingOptions(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     result = generate(session, encoded, max_new_tokens, sampling=options, pad_id=pad, eos_id=eos)
     for prompt, tokens in zip(prompts, result.tokens, strict=True):
-        click.echo(prompt + tok.decode(tokens))
+        click.echo(safe(prompt + tok.decode(tokens), keep_newlines=True, limit=10_000_000))
     decode_tokens = len(result.decode_s) * len(result.tokens)
-    click.echo(
+    click.echo(safe(
         f"prefill: {result.prompt_tokens} tokens in {1e3 * result.prefill_s:.1f} ms "
         f"({result.prefill_tokens_per_s:.1f} tokens/s); decode: {decode_tokens} tokens in "
         f"{1e3 * sum(result.decode_s):.1f} ms ({result.decode_tokens_per_s:.1f} tokens/s); "
-        f"KV state {_bytes(result.kv_bytes)}",
+        f"KV state {_bytes(result.kv_bytes)}"),
         err=True,
     )
 
@@ -127,40 +153,33 @@ def generate_cmd(
     help="text: prose from the standard library (pydoc_data.topics)",
 )
 @click.option(
-    "--ctx", type=click.IntRange(min=2), default=512, show_default=True, help="context length in tokens"
+    "--ctx", type=click.IntRange(2, MAX_CTX), default=512, show_default=True, help="context length in tokens"
 )
 @click.option(
     "--prefill",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CTX),
     default=16,
     show_default=True,
     help="tokens of the prefill step; the rest is fed through decode steps",
 )
 @click.option(
     "--chunk",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CTX),
     default=1,
     show_default=True,
     help="tokens per decode step (1 = as in generation; >1 is faster, slightly optimistic for KV passes)",
 )
 @click.option(
     "--tail",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_ITERS),
     default=8,
     show_default=True,
     help="ms/step = median over this many last decode steps",
 )
 @click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
-@click.option("--json", "as_json", is_flag=True, help="print the results as JSON instead of a table")
-@click.option(
-    "--json-file",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="also write the results as JSON to this file",
-)
-@_threads
-@_provider
+@json_options
+@threads_option
+@provider_option
 def eval_cmd(
     models: tuple[str, ...],
     task: str,
@@ -176,11 +195,15 @@ def eval_cmd(
     providers: tuple[str, ...],
 ) -> None:
     """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step."""
-    from parekit.cli.main import _console, _write_json
     from parekit.runtime.evaluate import evaluate_perplexity, prose_token_ids
 
     if prefill >= ctx:
         raise ParekitError(f"--prefill ({prefill}) must be below --ctx ({ctx})")
+    files = Outputs()
+    for i, m in enumerate(models):
+        files.add_input(f"MODEL #{i + 1}", m)
+    files.add_output("--json-file", json_path)
+    files.check()
     sessions = [_session(m, threads, providers) for m in models]
     tok = _tokenizer(sessions[0], models[0], tokenizer_path)
     tokens = prose_token_ids(tok, ctx)
@@ -193,11 +216,12 @@ def eval_cmd(
         "chunk": chunk,
         "models": [r.to_dict() for r in results],
     }
-    _write_json(json_path, payload)
+    with files:
+        files.stage_text(json_path, json_text(payload))
+        files.commit()
     if as_json:
-        click.echo(json.dumps(payload, indent=2))
+        echo_json(payload)
         return
-    from rich.markup import escape
     from rich.table import Table
 
     base = results[0]
@@ -206,7 +230,7 @@ def eval_cmd(
         table.add_column(col, overflow="fold")
     for r in results:
         table.add_row(
-            escape(r.model),
+            plain(r.model),
             f"{r.ppl:.3f}",
             f"{100 * (r.ppl / base.ppl - 1):+.2f}%",
             f"{100 * r.top1_agreement:.2f}%",
@@ -214,4 +238,4 @@ def eval_cmd(
             f"{r.ms_per_step:.2f}",
             f"{base.ms_per_step / r.ms_per_step:.2f}×",
         )
-    _console().print(table)
+    console().print(table)

@@ -17,6 +17,9 @@ from parekit.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+MIN_TEXT_SEQ = 4
+"""Fewest tokens per sequence of ``--data text`` (room for a tokenizer's special tokens and some text)."""
+
 
 def build_feeds(
     model: ir.Model,
@@ -49,6 +52,12 @@ def build_feeds(
     if data == "text":
         from parekit.frontends import zoo
 
+        if seq < MIN_TEXT_SEQ:
+            raise DataError(
+                f"--seq {seq}: text feeds need at least {MIN_TEXT_SEQ} tokens per sequence",
+                note="a tokenizer's special tokens alone take up to that many",
+            )
+
         count = max(samples, batch)
         corpus = pdata.prose_paragraphs()
         half = len(corpus) // 2  # evaluation: first half; calibration: second half, disjoint
@@ -78,3 +87,61 @@ def build_feeds(
         raise DataError(f"--data '{data}': file not found")
     feeds = pdata.load_feeds_npz(path, specs_from_ir_values(model.graph.inputs))
     return feeds, f"file: {path} ({len(feeds)} feed set(s))"
+
+
+def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
+    """``--dim NAME=VALUE`` items as a mapping; a one-line error for a malformed item.
+
+    Raises:
+        DataError: An item is not ``NAME=INTEGER`` with a non-empty name and ``1 <= INTEGER <= MAX_DIM``.
+    """
+    from parekit.cli.common import MAX_DIM, safe
+
+    out: dict[str, int] = {}
+    for item in dims:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        shown = safe(item, limit=60)
+        if not sep or not name:
+            raise DataError(f"--dim '{shown}': expected NAME=INTEGER (e.g. --dim past=8)")
+        if not value.isdigit() or not value.isascii() or len(value) > 9 or not 1 <= int(value) <= MAX_DIM:
+            raise DataError(f"--dim '{shown}': the size must be an integer from 1 to {MAX_DIM}")
+        out[name] = int(value)
+    return out
+
+
+def check_dims(model: ir.Model, dims: dict[str, int], data: str) -> None:
+    """Refuse ``--dim`` names that size nothing in ``model`` (or any ``--dim`` with non-random data).
+
+    A name is known when it is a symbolic dim of an input, a usual role name (``batch``, ``seq``,
+    ``past``, ``total``) or spelling of one that the model's dims have, or ``INPUT:AXIS`` of an input.
+    """
+    if not dims:
+        return
+    from parekit.analysis.dims import dim_role
+    from parekit.cli.common import safe
+
+    if data != "random":
+        raise DataError("--dim sizes the dims of random data only", note="drop --dim, or use --data random / --calib random")
+    symbolic: list[str] = []
+    axes: dict[str, int] = {}
+    for value in model.graph.inputs:
+        shape = value.shape
+        axes[value.name or ""] = len(shape) if shape is not None else 0
+        for dim in shape or ():
+            if isinstance(dim, ir.SymbolicDim) and dim.value is not None and dim.value not in symbolic:
+                symbolic.append(dim.value)
+    roles = {role for role in map(dim_role, symbolic) if role is not None}
+    if "total" in roles:  # total = past + seq
+        roles |= {"past", "seq"}
+    for name in dims:
+        input_name, colon, axis = name.rpartition(":")
+        if colon and input_name in axes and axis.isdigit() and int(axis) < axes[input_name]:
+            continue
+        if name in symbolic or name in roles or dim_role(name) in roles:
+            continue
+        listed = ", ".join(safe(s, limit=40) for s in symbolic[:12]) or "none"
+        raise DataError(
+            f"--dim '{safe(name, limit=60)}': the model has no input dim of that name",
+            note=f"the model's symbolic input dims: {listed}; an unnamed dim is INPUT:AXIS",
+        )

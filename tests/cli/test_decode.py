@@ -7,16 +7,6 @@ import shutil
 
 import onnx
 import pytest
-from click.testing import CliRunner
-
-from parekit.cli.main import cli
-
-
-def _run(*args: object, code: int | None = 0):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if code is not None:
-        assert result.exit_code == code, result.output
-    return result
 
 
 @pytest.fixture()
@@ -38,8 +28,8 @@ def anonymous(sample_path, tmp_path):
     return dest
 
 
-def test_generate_greedy_and_sampled(tiny):
-    out = _run("generate", tiny, "--prompt", "Hello", "--prompt", "Hi", "--max-new-tokens", "6")
+def test_generate_greedy_and_sampled(run_cli, tiny):
+    out = run_cli("generate", tiny, "--prompt", "Hello", "--prompt", "Hi", "--max-new-tokens", "6")
     lines = out.stdout.splitlines()
     assert lines[0].startswith("Hello") and lines[1].startswith("Hi")
     assert (
@@ -58,37 +48,37 @@ def test_generate_greedy_and_sampled(tiny):
         "--seed",
         "7",
     )
-    assert _run(*args).stdout == _run(*args).stdout
+    assert run_cli(*args).stdout == run_cli(*args).stdout
 
 
-def test_optimize_then_eval_side_by_side(tiny, tmp_path):
+def test_optimize_then_eval_side_by_side(run_cli, tiny, tmp_path):
     windowed = tmp_path / "w.onnx"
-    _run("optimize", tiny, "--passes", "kv-window{sink=2,window=14}", "-o", windowed)
-    res = _run("eval", tiny, windowed, "--task", "ppl", "--data", "text", "--ctx", "48", "--json")
+    run_cli("optimize", tiny, "--passes", "kv-window{sink=2,window=14}", "-o", windowed)
+    res = run_cli("eval", tiny, windowed, "--task", "ppl", "--data", "text", "--ctx", "48", "--json")
     payload = json.loads(res.stdout)
     full, win = payload["models"]
     assert payload["ctx"] == 48 and full["tokens"] == win["tokens"] == 47
     assert full["top1_agreement"] == 1.0 and 0 < win["top1_agreement"] <= 1.0
     assert win["kv_bytes"] == 16 * full["kv_bytes"] // 47  # 16 of the 47 tokens fed at the last step
     assert full["ppl"] > 1 and win["ppl"] > 1 and full["ms_per_step"] > 0
-    table = _run("eval", tiny, windowed, "--ctx", "32", "--json-file", tmp_path / "e.json").stdout
+    table = run_cli("eval", tiny, windowed, "--ctx", "32", "--json-file", tmp_path / "e.json").stdout
     assert "top-1 agree" in table and json.loads((tmp_path / "e.json").read_text())["ctx"] == 32
-    assert _run("generate", windowed, "--prompt", "abc", "--max-new-tokens", "30").stdout.startswith("abc")
+    assert run_cli("generate", windowed, "--prompt", "abc", "--max-new-tokens", "30").stdout.startswith("abc")
 
 
-def test_unknown_tokenizer_is_a_one_line_error(anonymous):
-    res = _run("generate", anonymous, "--prompt", "x", code=2)
+def test_unknown_tokenizer_is_a_one_line_error(run_cli, anonymous):
+    res = run_cli("generate", anonymous, "--prompt", "x", code=2)
     assert "not a parekit zoo sample" in res.output and "--tokenizer" in res.output
     assert "Traceback" not in res.output
-    assert _run(
+    assert run_cli(
         "generate", anonymous, "--prompt", "x", "--tokenizer", "bytes", "--max-new-tokens", "3"
     ).stdout.startswith("x")
-    bad = _run("eval", anonymous, "--tokenizer", "/nonexistent", code=2)
+    bad = run_cli("eval", anonymous, "--tokenizer", "/nonexistent", code=2)
     assert "not a folder" in bad.output
 
 
-def test_encoder_and_bad_context_are_refused(sample_path, tiny):
-    res = _run("generate", sample_path("minilm", 18), "--prompt", "x", code=2)
+def test_encoder_and_bad_context_are_refused(run_cli, sample_path, tiny):
+    res = run_cli("generate", sample_path("minilm", 18), "--prompt", "x", code=2)
     assert "no past" in res.output
-    assert "--prefill" in _run("eval", tiny, "--ctx", "8", "--prefill", "8", code=2).output
-    assert "no such model file" in _run("eval", "missing.onnx", code=2).output
+    assert "--prefill" in run_cli("eval", tiny, "--ctx", "8", "--prefill", "8", code=2).output
+    assert "no such model file" in run_cli("eval", "missing.onnx", code=2).output
