@@ -42,13 +42,21 @@ ECHO_LIMIT = 200
 MESSAGE_LIMIT = 4000
 """Characters of an error message or note kept in full; longer ones are cut (see :func:`echo`)."""
 
-# C0 controls, DEL, C1 controls, and the Unicode format characters that reorder or hide text
-# (bidirectional overrides and isolates, line and paragraph separators, zero-width joiners, BOM).
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-_CONTROL_NO_NEWLINE_RE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# Characters that can drive a terminal or hide/reorder what it shows: C0 controls, DEL, C1 controls
+# (the 8-bit CSI among them), lone surrogates (unprintable), and the Unicode format characters
+# (general categories Cf, Zl, Zp: soft hyphen, zero-width characters, bidirectional overrides and
+# isolates, line/paragraph separators, BOM, tag characters), as of Python 3.11's Unicode data.
+_FORMAT_RANGES = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_CONTROL_RE = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT_RANGES}]")
+_CONTROL_NO_NEWLINE_RE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT_RANGES}]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-# A rich markup tag: '[' then a letter, '#', '/' or '@', up to the next ']' without another '['.
-_TAG_RE = re.compile(r"\[[a-z#/@][^\[]*?\]")
+# A '[': a rich markup tag (group 1: a letter, '#', '/' or '@', up to the next ']' without another
+# '['), or a plain bracket.
+_BRACKET_RE = re.compile(r"\[(?:(?=([a-z#/@][^\[]*?\])))?")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -57,7 +65,9 @@ def _visible(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(ch)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def neutralize(text: str, *, keep_newlines: bool = False) -> str:
@@ -120,20 +130,28 @@ def escape(text: object, limit: int | None = None) -> str:
 
 
 def markup_escape(text: str) -> str:
-    """Escape rich markup in ``text`` exactly as ``rich.markup.escape`` does, in linear time.
+    """Escape rich markup in ``text``, in linear time (rich's own ``escape`` is quadratic in runs of
+    backslashes).
 
+    As ``rich.markup.escape`` does: a backslash before every ``[tag]`` (with the backslashes before it
+    doubled) and a trailing single backslash doubled. In addition, a ``[`` that is not a tag but
+    follows a backslash gets one more backslash, since rich's renderer turns ``\\[`` into ``[``.
     Control characters are left alone; use :func:`escape` for text from outside.
     """
     parts: list[str] = []
     pos = 0
-    for match in _TAG_RE.finditer(text):
+    for match in _BRACKET_RE.finditer(text):
         start = match.start()
         first = start
         while first > pos and text[first - 1] == "\\":
             first -= 1
         parts.append(text[pos:first])
-        parts.append(text[first:start] * 2)
-        parts.append("\\")
+        if match.group(1) is not None:  # a tag: double the backslashes, then escape it
+            parts.append(text[first:start] * 2)
+            parts.append("\\")
+        elif first < start:  # a plain '[' after backslashes: keep the '\\[' from being eaten
+            parts.append(text[first:start])
+            parts.append("\\")
         parts.append(match.group())
         pos = match.end()
     parts.append(text[pos:])
