@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from parekit.errors import ModelLoadError, echo, one_line
 from parekit.frontends.external_data import check_external_locations
+from parekit.progress import third_party_logs
 
 if TYPE_CHECKING:
     import onnx
@@ -48,8 +49,10 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     proto = read_proto(file)
     check_external_locations(proto, file)
     try:
-        model = ir.serde.deserialize_model(proto)
-        ir.external_data.set_base_dir(model.graph, str(file.parent))
+        # onnx-ir warns about invalid graphs in its own words, echoing raw names: keep that at DEBUG.
+        with third_party_logs():
+            model = ir.serde.deserialize_model(proto)
+            ir.external_data.set_base_dir(model.graph, str(file.parent))
     except Exception as exc:  # onnx-ir raises SerdeError/ValueError/TypeError on invalid models
         raise ModelLoadError(f"{file}: not a valid ONNX model ({_reason(exc)})") from exc
     _check_external_data(model, file)
