@@ -1,7 +1,7 @@
 """Run a pipeline of passes over a model: cleanup, provenance, reports, FLOPs, verification.
 
-First the input model is verified (``verify_input``), so an invalid input is blamed as the input and
-not as the first pass's output. Then, for each pass, in order:
+First the input model is checked (``input_verifier``, by default the ONNX checker), so an invalid
+input is blamed as the input and not as the first pass's output. Then, for each pass, in order:
 
 1. structure discovery (``ctx.analyze``, once; the pass gets the same map) and a FLOP estimate;
 2. the pass itself (:meth:`parekit.passes.base.Pass.call`);
@@ -168,8 +168,8 @@ def run_pipeline(
     ctx: PassContext | None = None,
     *,
     verify_each: bool = True,
-    verify_input: bool = True,
     verifier: Callable[[ir.Model], None] | None = None,
+    input_verifier: Callable[[ir.Model], None] | None = check_model,
     after_pass: Callable[[str, ir.Model], None] | None = None,
     progress: bool = False,
 ) -> PipelineResult:
@@ -180,10 +180,11 @@ def run_pipeline(
         pipeline: pipeline text, a parsed :class:`Pipeline`, or a :class:`ResolvedPipeline`.
         ctx: the pass context (default: ``PassContext()``).
         verify_each: run the verifier after every pass.
-        verify_input: run the verifier on the model before the first pass, so that an invalid input
-            is reported as "the input model failed verification", not as a pass's fault.
         verifier: raises when a model is invalid; default :func:`check_model`. The CLI injects one that
             also loads the model in ONNX Runtime.
+        input_verifier: run on the model before the first pass, so that an invalid input is reported
+            as "the input model failed verification", not as a pass's fault; default
+            :func:`check_model` (the ONNX checker: cheap, and part of every verifier); ``None`` skips it.
         after_pass: called with ``(pass name, model)`` after each pass, before verification.
         progress: show a rich progress bar.
 
@@ -203,8 +204,8 @@ def run_pipeline(
     result = PipelineResult(model=model, canonical=canonical)
 
     with third_party_logs():
-        if verify_input and resolved.passes:
-            _verify(check, model, None)
+        if input_verifier is not None and resolved.passes:
+            _verify(input_verifier, model, None)
         _run_passes(
             model, resolved, ctx, result, check, verify_each=verify_each, after_pass=after_pass, progress=progress
         )

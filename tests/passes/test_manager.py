@@ -232,7 +232,7 @@ def test_verifier_called_after_each_pass(ctx: PassContext) -> None:
         verifier=lambda m: seen.append(len(m.graph)),
         after_pass=lambda name, m: after.append((name, len(m.graph))),
     )
-    assert seen == [2, 3, 4]  # the input first, then after each pass
+    assert seen == [3, 4]  # after each pass (the input went through input_verifier)
     assert after == [("toy-insert-identity", 3), ("toy-insert-identity", 4)]
 
     sizes: list[int] = []
@@ -243,13 +243,18 @@ def test_verifier_called_after_each_pass(ctx: PassContext) -> None:
         verify_each=False,
         verifier=lambda m: sizes.append(len(m.graph)),
     )
-    assert sizes == [2, 4]  # without verify-each: the input, and the result once at the end
+    assert sizes == [4]  # without verify-each the result is still verified once, at the end
 
+    inputs: list[int] = []
     sizes.clear()
     run_pipeline(
-        make_model(), "toy-insert-identity", ctx, verify_input=False, verifier=lambda m: sizes.append(len(m.graph))
+        make_model(),
+        "toy-insert-identity",
+        ctx,
+        verifier=lambda m: sizes.append(len(m.graph)),
+        input_verifier=lambda m: inputs.append(len(m.graph)),
     )
-    assert sizes == [3]
+    assert (inputs, sizes) == ([2], [3])
 
 
 def test_default_verifier_is_the_full_onnx_check(ctx: PassContext) -> None:
@@ -274,6 +279,16 @@ def test_invalid_input_is_blamed_on_the_input(ctx: PassContext) -> None:
     assert [n.op_type for n in model.graph] == ["MatMul", "NoSuchOp", "Relu"]  # no pass ran
 
 
+def test_custom_input_verifier_failure_blames_the_input(ctx: PassContext) -> None:
+    def refuse(model: ir.Model) -> None:
+        raise RuntimeError("does not load in ONNX Runtime")
+
+    with pytest.raises(VerificationError) as info:
+        run_pipeline(make_model(), "toy-insert-identity", ctx, input_verifier=refuse)
+    assert info.value.message == "the input model failed verification, before any pass ran"
+    assert info.value.note == "the input is invalid: RuntimeError: does not load in ONNX Runtime"
+
+
 def test_default_verifier_failure_names_the_pass(ctx: PassContext) -> None:
     with pytest.raises(VerificationError) as info:
         run_pipeline(make_model(), "toy-insert-identity,toy-breaker", ctx)
@@ -283,8 +298,7 @@ def test_default_verifier_failure_names_the_pass(ctx: PassContext) -> None:
 
 def test_custom_verifier_failure(ctx: PassContext) -> None:
     def verifier(model: ir.Model) -> None:
-        if len(model.graph) > 2:  # the input (2 nodes) passes; the rewritten model does not
-            raise RuntimeError("session creation failed")
+        raise RuntimeError("session creation failed")
 
     with pytest.raises(VerificationError, match="after pass 'toy-insert-identity'") as info:
         run_pipeline(make_model(), "toy-insert-identity", ctx, verifier=verifier)
