@@ -1,6 +1,7 @@
 """Run a pipeline of passes over a model: cleanup, provenance, reports, FLOPs, verification.
 
-For each pass, in order:
+First the input model is checked (``input_verifier``, by default the ONNX checker), so an invalid
+input is blamed as the input and not as the first pass's output. Then, for each pass, in order:
 
 1. structure discovery (``ctx.analyze``, once; the pass gets the same map) and a FLOP estimate;
 2. the pass itself (:meth:`parekit.passes.base.Pass.call`);
@@ -10,6 +11,12 @@ For each pass, in order:
    ``metadata_props["parekit.pass"] = <pass name>``;
 5. the report's node counts and FLOPs after;
 6. ``after_pass(name, model)`` (``--print-ir-after``), then the verifier (``--verify-each``).
+
+A structure error while analysing the model for a pass (typically a model that an earlier pass has
+rewritten into a form the analysis does not follow) is reported as that pass's
+:class:`~parekit.errors.PassNotApplicableError`, naming the pass. Log records of onnx-ir and onnx
+during the run are demoted to DEBUG (:func:`parekit.progress.third_party_logs`), so a library's
+warning traceback never comes before parekit's own error line.
 
 At the end the canonical pipeline text goes into ``model.metadata_props["parekit.pipeline"]`` (appended
 to what an earlier run wrote there) and the parekit version into ``parekit.version``. The model is
@@ -28,14 +35,23 @@ import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
 from parekit.analysis.flops import FlopCount, dim_bindings, estimate_flops
-from parekit.errors import ParekitError, VerificationError
-from parekit.passes.base import PassContext, PassReport
+from parekit.errors import ParekitError, PassNotApplicableError, StructureError, VerificationError, echo
+from parekit.passes.base import Pass, PassContext, PassReport
 from parekit.passes.pipeline import Pipeline, ResolvedPipeline, parse_pipeline
+from parekit.progress import progress_bar, third_party_logs
 
 if TYPE_CHECKING:
     from parekit.analysis.modelmap import ModelMap
 
-__all__ = ["PROVENANCE_KEY", "PIPELINE_KEY", "VERSION_KEY", "PipelineResult", "check_model", "run_pipeline"]
+__all__ = [
+    "INPUT_NAME",
+    "PROVENANCE_KEY",
+    "PIPELINE_KEY",
+    "VERSION_KEY",
+    "PipelineResult",
+    "check_model",
+    "run_pipeline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +129,37 @@ def _resolve(pipeline: str | Pipeline | ResolvedPipeline) -> ResolvedPipeline:
 
 
 def _describe_error(error: BaseException) -> str:
-    text = str(error).strip()
+    text = echo(" ".join(str(error).split()), 1000)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+INPUT_NAME = "the input model"
+"""What :func:`run_pipeline`'s verification errors call the model before any pass."""
+
+
+def _analyze(ctx: PassContext, model: ir.Model, pass_name: str, earlier: list[str]) -> ModelMap:
+    """``ctx.analyze(model)``, with a structure error reported as the pass's refusal."""
+    try:
+        return ctx.analyze(model)
+    except StructureError as e:
+        raise _refusal(pass_name, earlier, e) from e
+
+
+def _refusal(pass_name: str, earlier: list[str], error: ParekitError) -> PassNotApplicableError:
+    where = f" as rewritten by {', '.join(repr(n) for n in earlier)}" if earlier else ""
+    return PassNotApplicableError(
+        f"{pass_name}: cannot apply to the model{where}: {error.message}", note=error.note
+    )
+
+
+def _run_pass(pass_: Pass[Any], model: ir.Model, earlier: list[str]) -> ir.passes.PassResult:
+    """Run one pass; a :class:`StructureError` it raises names the pass (and the passes before it)."""
+    try:
+        return pass_(model)
+    except StructureError as e:
+        if e.message.startswith(f"{pass_.name}:"):
+            raise
+        raise _refusal(pass_.name, earlier, e) from e
 
 
 def run_pipeline(
@@ -124,6 +169,7 @@ def run_pipeline(
     *,
     verify_each: bool = True,
     verifier: Callable[[ir.Model], None] | None = None,
+    input_verifier: Callable[[ir.Model], None] | None = check_model,
     after_pass: Callable[[str, ir.Model], None] | None = None,
     progress: bool = False,
 ) -> PipelineResult:
@@ -136,6 +182,9 @@ def run_pipeline(
         verify_each: run the verifier after every pass.
         verifier: raises when a model is invalid; default :func:`check_model`. The CLI injects one that
             also loads the model in ONNX Runtime.
+        input_verifier: run on the model before the first pass, so that an invalid input is reported
+            as "the input model failed verification", not as a pass's fault; default
+            :func:`check_model` (the ONNX checker: cheap, and part of every verifier); ``None`` skips it.
         after_pass: called with ``(pass name, model)`` after each pass, before verification.
         progress: show a rich progress bar.
 
@@ -145,7 +194,8 @@ def run_pipeline(
     Raises:
         PipelineSyntaxError, UnknownPassError, OptionError: the pipeline is malformed.
         PassNotApplicableError: a pass cannot apply to the model.
-        VerificationError: the model failed verification after a pass.
+        VerificationError: the input model, or the model after a pass, failed verification (the
+            message says which).
     """
     ctx = ctx if ctx is not None else PassContext()
     resolved = _resolve(pipeline)
@@ -153,11 +203,37 @@ def run_pipeline(
     check = verifier if verifier is not None else check_model
     result = PipelineResult(model=model, canonical=canonical)
 
+    with third_party_logs():
+        if input_verifier is not None and resolved.passes:
+            _verify(input_verifier, model, None)
+        _run_passes(
+            model, resolved, ctx, result, check, verify_each=verify_each, after_pass=after_pass, progress=progress
+        )
+
+    from parekit import __version__
+
+    earlier = model.metadata_props.get(PIPELINE_KEY)
+    model.metadata_props[PIPELINE_KEY] = f"{earlier},{canonical}" if earlier else canonical
+    model.metadata_props[VERSION_KEY] = __version__
+    return result
+
+
+def _run_passes(
+    model: ir.Model,
+    resolved: ResolvedPipeline,
+    ctx: PassContext,
+    result: PipelineResult,
+    check: Callable[[ir.Model], None],
+    *,
+    verify_each: bool,
+    after_pass: Callable[[str, ir.Model], None] | None,
+    progress: bool,
+) -> None:
+    """The loop of :func:`run_pipeline` (see there)."""
+    earlier: list[str] = []
     bar: Any = None
     task: Any = None
     if progress:
-        from parekit.progress import progress_bar  # lazy: only the CLI wants it
-
         bar = progress_bar()
         bar.start()
         task = bar.add_task("passes", total=len(resolved))
@@ -168,7 +244,7 @@ def run_pipeline(
             if bar is not None:
                 bar.update(task, description=f"{cls.name}")
             cls(options, ctx).precheck(model)  # refusals that need no structure map come first
-            mm = ctx.analyze(model)
+            mm = _analyze(ctx, model, cls.name, earlier)
             dims = dim_bindings(ctx.flop_dims, mm)
             # The last pass's "after" is this pass's "before" when the dims did not change.
             before = (
@@ -178,7 +254,7 @@ def run_pipeline(
 
             pass_ = cls(options, dataclasses.replace(ctx, analyze=_AnalyzeOnce(ctx.analyze, model, mm)))
             logger.info("running %s", pass_.report.spec)
-            outcome = pass_(model)
+            outcome = _run_pass(pass_, model, earlier)
             if outcome.modified:
                 _cleanup(model)
 
@@ -216,6 +292,7 @@ def run_pipeline(
                 after_pass(cls.name, model)
             if verify_each:
                 _verify(check, model, cls.name)
+            earlier.append(cls.name)
             if bar is not None:
                 bar.advance(task)
     finally:
@@ -225,19 +302,17 @@ def run_pipeline(
         # MLIR-style: without --verify-each the result is still verified once, at the end.
         _verify(check, model, f"{resolved.passes[-1].pass_cls.name} (end of pipeline)")
 
-    from parekit import __version__
 
-    earlier = model.metadata_props.get(PIPELINE_KEY)
-    model.metadata_props[PIPELINE_KEY] = f"{earlier},{canonical}" if earlier else canonical
-    model.metadata_props[VERSION_KEY] = __version__
-    return result
-
-
-def _verify(check: Callable[[ir.Model], None], model: ir.Model, pass_name: str) -> None:
+def _verify(check: Callable[[ir.Model], None], model: ir.Model, pass_name: str | None) -> None:
+    """Run the verifier; ``pass_name`` None means the input, before any pass."""
     try:
         check(model)
     except Exception as e:
         note = e.message if isinstance(e, ParekitError) else _describe_error(e)
         if isinstance(e, ParekitError) and e.note:
             note = f"{note}; {e.note}"
+        if pass_name is None:
+            raise VerificationError(
+                f"{INPUT_NAME} failed verification, before any pass ran", note=f"the input is invalid: {note}"
+            ) from e
         raise VerificationError(f"the model failed verification after pass '{pass_name}'", note=note) from e

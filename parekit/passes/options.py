@@ -27,19 +27,25 @@ Raw values come from the pipeline parser (:mod:`parekit.passes.pipeline`): ``int
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar, Union
+from typing import Any, TypeVar
 
-from parekit.errors import OptionError
+from parekit.errors import OptionError, echo
+from parekit.passes.option_format import MAX_NESTING, RawValue, format_value
+from parekit.passes.option_types import (
+    Field,
+    Kind,
+    OptionDoc,
+    describe_options,
+    expectation,
+    fields_of,
+    option_name,
+)
 
 __all__ = [
+    "MAX_NESTING",
     "OptionDoc",
     "RawValue",
     "describe_options",
@@ -49,218 +55,12 @@ __all__ = [
     "parse_options",
 ]
 
-RawValue: TypeAlias = "int | float | bool | str | None | list[RawValue]"
-"""A value as written in a pipeline, before it is checked against the option's type."""
-
 T = TypeVar("T")
 
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
-_KEYWORDS = frozenset({"true", "false", "none"})
 _TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-
-
-@dataclass(frozen=True)
-class OptionDoc:
-    """One option as shown by ``parekit passes NAME``.
-
-    Attributes:
-        name: option name as written in a pipeline (dashes).
-        type: type text, e.g. ``int``, ``float | none``, ``[int, ...]``, ``'mean' | 'max'``.
-        default: default value in pipeline syntax, or ``None`` when the option is required.
-        help: help text from the field's metadata (may be empty).
-        constraint: range text, e.g. ``≥ 1`` or ``in [0, 1]`` (empty when unbounded).
-    """
-
-    name: str
-    type: str
-    default: str | None
-    help: str
-    constraint: str = ""
-
-
-# --------------------------------------------------------------------------------------------------
-# Type introspection
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """A normalized option type.
-
-    ``base`` is one of ``int``, ``float``, ``bool``, ``str``, ``literal``, ``tuple``; ``choices`` are the
-    members of a ``Literal``; ``items`` the element kinds of a tuple (one kind plus ``variadic`` for
-    ``tuple[X, ...]``).
-    """
-
-    base: str
-    optional: bool = False
-    choices: tuple[Any, ...] = ()
-    items: tuple[_Kind, ...] = ()
-    variadic: bool = False
-
-
-_SCALARS: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str"}
-
-
-def _kind_of(tp: Any, where: str) -> _Kind:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) != 1 or len(args) == len(typing.get_args(tp)):
-            raise TypeError(f"{where}: only Optional[X] unions are supported, got {tp!r}")
-        return dataclasses.replace(_kind_of(args[0], where), optional=True)
-    if tp in _SCALARS:
-        return _Kind(_SCALARS[tp])
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in choices):
-            raise TypeError(f"{where}: Literal members must be str or int, got {tp!r}")
-        return _Kind("literal", choices=choices)
-    if origin is tuple:
-        targs = typing.get_args(tp)
-        if len(targs) == 2 and targs[1] is Ellipsis:
-            item = _kind_of(targs[0], where)
-            variadic = True
-            items: tuple[_Kind, ...] = (item,)
-        else:
-            items = tuple(_kind_of(a, where) for a in targs)
-            variadic = False
-        if any(i.base == "tuple" or i.optional for i in items):
-            raise TypeError(f"{where}: tuple elements must be non-optional scalars, got {tp!r}")
-        return _Kind("tuple", items=items, variadic=variadic)
-    raise TypeError(f"{where}: unsupported option type {tp!r}")
-
-
-@dataclass(frozen=True)
-class _Field:
-    attr: str
-    name: str
-    kind: _Kind
-    lo: float | None
-    hi: float | None
-    help: str
-    has_default: bool
-    default: Any
-
-
-def _fields(options_type: type) -> list[_Field]:
-    if not (isinstance(options_type, type) and dataclasses.is_dataclass(options_type)):
-        raise TypeError(f"pass options must be a dataclass type, got {options_type!r}")
-    hints = typing.get_type_hints(options_type)
-    out: list[_Field] = []
-    for f in dataclasses.fields(options_type):
-        if not f.init:
-            continue
-        where = f"{options_type.__qualname__}.{f.name}"
-        meta: Mapping[str, Any] = f.metadata or {}
-        if f.default is not dataclasses.MISSING:
-            has_default, default = True, f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            has_default, default = True, f.default_factory()
-        else:
-            has_default, default = False, None
-        out.append(
-            _Field(
-                attr=f.name,
-                name=option_name(f.name),
-                kind=_kind_of(hints[f.name], where),
-                lo=meta.get("min"),
-                hi=meta.get("max"),
-                help=str(meta.get("help", "")),
-                has_default=has_default,
-                default=default,
-            )
-        )
-    return out
-
-
-def option_name(attr: str) -> str:
-    """Return the pipeline spelling of a dataclass field name (``keep_ratio`` → ``keep-ratio``)."""
-    return attr.replace("_", "-")
-
-
-# --------------------------------------------------------------------------------------------------
-# Descriptions used in errors and help
-
-
-def _range_text(lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f"in [{lo}, {hi}]"
-    if lo is not None:
-        return f"≥ {lo}"
-    if hi is not None:
-        return f"≤ {hi}"
-    return ""
-
-
-def _scalar_phrase(kind: _Kind, plural: bool = False) -> str:
-    if kind.base == "literal":
-        return "one of " + ", ".join(format_value(c) for c in kind.choices)
-    words = {
-        "int": ("an integer", "integers"),
-        "float": ("a number", "numbers"),
-        "bool": ("true or false", "true/false values"),
-        "str": ("a string", "strings"),
-    }[kind.base]
-    return words[1] if plural else words[0]
-
-
-def _expectation(fld: _Field) -> str:
-    """Phrase for 'expects ...' in errors, e.g. ``an integer ≥ 1`` or ``a list of integers ≥ 0``."""
-    kind, rng = fld.kind, _range_text(fld.lo, fld.hi)
-    if kind.base == "tuple":
-        if kind.variadic:
-            text = f"a list of {_scalar_phrase(kind.items[0], plural=True)}"
-        else:
-            text = (
-                "a list of "
-                + str(len(kind.items))
-                + " values ("
-                + ", ".join(_scalar_phrase(i) for i in kind.items)
-                + ")"
-            )
-    else:
-        text = _scalar_phrase(kind)
-    if rng:
-        text += f" {rng}"
-    if kind.optional:
-        text += " or none"
-    return text
-
-
-def _type_text(kind: _Kind) -> str:
-    if kind.base == "literal":
-        text = " | ".join(format_value(c) for c in kind.choices)
-    elif kind.base == "tuple":
-        inner = [_type_text(i) for i in kind.items]
-        text = f"[{inner[0]}, ...]" if kind.variadic else "[" + ", ".join(inner) + "]"
-    else:
-        text = kind.base
-    return f"{text} | none" if kind.optional else text
-
-
-def describe_options(options_type: type) -> list[OptionDoc]:
-    """Describe a pass's options for help output, in declaration order.
-
-    Args:
-        options_type: the pass's options dataclass.
-
-    Returns:
-        One :class:`OptionDoc` per option.
-
-    Raises:
-        TypeError: the dataclass uses an unsupported field type (a programming error).
-    """
-    return [
-        OptionDoc(
-            name=f.name,
-            type=_type_text(f.kind),
-            default=format_value(f.default) if f.has_default else None,
-            help=f.help,
-            constraint=_range_text(f.lo, f.hi),
-        )
-        for f in _fields(options_type)
-    ]
+_MAX_INT_TEXT = 100
+"""Longest integer text (in characters) accepted from a string value; longer is refused, not parsed."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,7 +71,7 @@ class _Bad(Exception):
     """Internal: the raw value does not fit the option type."""
 
 
-def _coerce_scalar(kind: _Kind, raw: Any) -> Any:
+def _coerce_scalar(kind: Kind, raw: Any) -> Any:
     if kind.base == "bool":
         if isinstance(raw, bool):
             return raw
@@ -284,8 +84,11 @@ def _coerce_scalar(kind: _Kind, raw: Any) -> Any:
         if isinstance(raw, int):
             return raw
         if isinstance(raw, str):
+            text = raw.strip()
+            if len(text) > _MAX_INT_TEXT:
+                raise _Bad
             try:
-                return int(raw.strip(), 10)
+                return int(text, 10)
             except ValueError:
                 raise _Bad from None
         raise _Bad
@@ -293,8 +96,11 @@ def _coerce_scalar(kind: _Kind, raw: Any) -> Any:
         if isinstance(raw, (int, float)):
             return float(raw)
         if isinstance(raw, str):
+            text = raw.strip()
+            if len(text) > _MAX_INT_TEXT:
+                raise _Bad
             try:
-                return float(raw.strip())
+                return float(text)
             except ValueError:
                 raise _Bad from None
         raise _Bad
@@ -324,7 +130,7 @@ def _check_range(value: Any, lo: float | None, hi: float | None) -> None:
             raise _Bad
 
 
-def _coerce(fld: _Field, raw: RawValue) -> Any:
+def _coerce(fld: Field, raw: RawValue) -> Any:
     kind = fld.kind
     text_none = isinstance(raw, str) and kind.base != "str" and raw.strip().lower() == "none"
     if raw is None or (kind.optional and text_none):
@@ -355,6 +161,8 @@ def _coerce(fld: _Field, raw: RawValue) -> Any:
 
 
 def _did_you_mean(word: str, candidates: Sequence[str]) -> str | None:
+    if len(word) > 100:  # no option name is that long; keep difflib's work small
+        return None
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -374,7 +182,7 @@ def parse_options(pass_name: str, options_type: type[T], raw: Mapping[str, RawVa
         OptionError: an option is unknown, required but missing, mistyped, out of range, or
             ``validate()`` rejected the combination.
     """
-    fields = _fields(options_type)
+    fields = fields_of(options_type)
     by_name = {f.name: f for f in fields}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -385,7 +193,7 @@ def parse_options(pass_name: str, options_type: type[T], raw: Mapping[str, RawVa
             guess = _did_you_mean(name, list(by_name))
             hint = f"did you mean '{guess}'? " if guess else ""
             raise OptionError(
-                f"{pass_name}: unknown option '{key}'", note=f"{hint}options of {pass_name}: {known}"
+                f"{pass_name}: unknown option '{echo(key)}'", note=f"{hint}options of {pass_name}: {known}"
             )
         if fld.attr in kwargs:
             raise OptionError(f"{pass_name}: option '{fld.name}' is given twice")
@@ -393,7 +201,7 @@ def parse_options(pass_name: str, options_type: type[T], raw: Mapping[str, RawVa
             kwargs[fld.attr] = _coerce(fld, value)
         except _Bad:
             raise OptionError(
-                f"{pass_name}: option '{fld.name}' expects {_expectation(fld)}, got {format_value(value)}"
+                f"{pass_name}: option '{fld.name}' expects {expectation(fld)}, got {echo(format_value(value))}"
             ) from None
     missing = [f.name for f in fields if not f.has_default and f.attr not in kwargs]
     if missing:
@@ -419,30 +227,6 @@ def parse_options(pass_name: str, options_type: type[T], raw: Mapping[str, RawVa
 # Printing
 
 
-def format_value(value: Any) -> str:
-    """Print a value in pipeline syntax so that it parses back to the same value.
-
-    Strings are bare when they are identifiers (``mean``) and quoted otherwise (``"a b"``, ``"true"``);
-    non-finite floats are quoted (the float options accept them as strings).
-    """
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else f'"{value!r}"'
-    if isinstance(value, str):
-        if _IDENT_RE.match(value) and value.lower() not in _KEYWORDS:
-            return value
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    raise TypeError(f"cannot print option value {value!r} in pipeline syntax")
-
-
 def format_options(instance: Any, *, only_non_default: bool = False) -> str:
     """Print an options instance as ``name=value`` pairs in declaration order, comma-separated.
 
@@ -454,7 +238,7 @@ def format_options(instance: Any, *, only_non_default: bool = False) -> str:
         Text such as ``count=0,layers=[4,5]`` (no braces; empty when there is nothing to print).
     """
     parts = []
-    for f in _fields(type(instance)):
+    for f in fields_of(type(instance)):
         value = getattr(instance, f.attr)
         if only_non_default and f.has_default and value == f.default:
             continue

@@ -12,6 +12,12 @@ as values the words ``true``/``false``/``none`` are booleans/none and other word
 ``NUMBER`` is an integer or a float (``-3``, ``0.5``, ``1e-3``). ``STRING`` is single- or double-quoted,
 with backslash escapes.
 
+Limits (each a :class:`~parekit.errors.PipelineSyntaxError` naming the column): the text is at most
+:data:`MAX_PIPELINE_CHARS` characters, a number at most :data:`MAX_NUMBER_CHARS` characters (and a
+float finite), a string at most :data:`MAX_STRING_CHARS`, and lists nest at most
+:data:`~parekit.passes.option_format.MAX_NESTING` deep. Tokenizing and parsing are linear in the
+length of the text, and the parser does not recurse beyond the nesting limit.
+
 :func:`parse_pipeline` gives a :class:`Pipeline` of raw :class:`PassSpec`\\ s; :meth:`Pipeline.resolve`
 looks the passes up, parses their options and checks ordering constraints, giving a
 :class:`ResolvedPipeline` whose ``str()`` is the canonical text (every option, declaration order), so
@@ -20,17 +26,36 @@ looks the passes up, parses their options and checks ordering constraints, givin
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from parekit.errors import PipelineSyntaxError
+from parekit.errors import PipelineSyntaxError, echo, neutralize
 from parekit.passes.base import Pass, pass_spec
-from parekit.passes.options import RawValue, format_value, parse_options
+from parekit.passes.options import MAX_NESTING, RawValue, format_value, parse_options
 from parekit.passes.registry import get_pass
 
-__all__ = ["PassSpec", "Pipeline", "ResolvedPass", "ResolvedPipeline", "parse_pipeline"]
+__all__ = [
+    "MAX_NUMBER_CHARS",
+    "MAX_PIPELINE_CHARS",
+    "MAX_STRING_CHARS",
+    "PassSpec",
+    "Pipeline",
+    "ResolvedPass",
+    "ResolvedPipeline",
+    "parse_pipeline",
+]
+
+MAX_PIPELINE_CHARS = 100_000
+"""Longest pipeline text accepted."""
+MAX_NUMBER_CHARS = 100
+"""Longest number literal accepted (Python refuses to read integers over 4,300 digits)."""
+MAX_STRING_CHARS = 4096
+"""Longest quoted string accepted (as written, quotes included)."""
+_CONTEXT = 40
+"""Characters of the text shown either side of the error column in the note."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -45,26 +70,36 @@ class _Token(NamedTuple):
 
 
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+_INT_RE = re.compile(r"[+-]?\d+")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 _PUNCT = "{}[],="
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 
 
 def _error(text: str, pos: int, what: str) -> PipelineSyntaxError:
+    """A syntax error at ``pos``; the note shows at most ``_CONTEXT`` characters either side, neutralized,
+    with a caret under the column."""
     col = pos + 1
-    note = f"at column {col}:\n    {text}\n    {' ' * pos}^"
+    lo, hi = max(0, pos - _CONTEXT), min(len(text), pos + _CONTEXT)
+    head = ("…" if lo > 0 else "") + neutralize(text[lo:pos])
+    tail = neutralize(text[pos:hi]) + ("…" if hi < len(text) else "")
+    note = f"at column {col}:\n    {head}{tail}\n    {' ' * len(head)}^"
     return PipelineSyntaxError(f"pipeline syntax error at column {col}: {what}", note=note)
 
 
 def _describe(tok: _Token) -> str:
     if tok.kind == "END":
         return "end of text"
-    return f"'{tok.text}'"
+    return f"'{echo(tok.text, 60)}'"
 
 
 def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     i, n = 0, len(text)
+    if n > MAX_PIPELINE_CHARS:
+        raise PipelineSyntaxError(
+            f"the pipeline text is {n:,} characters long; at most {MAX_PIPELINE_CHARS:,} are accepted"
+        )
     while i < n:
         c = text[i]
         if c.isspace():
@@ -90,15 +125,21 @@ def _tokenize(text: str) -> list[_Token]:
                     break
                 chars.append(ch)
                 i += 1
+            if i - start > MAX_STRING_CHARS:
+                raise _error(text, start, f"string longer than {MAX_STRING_CHARS:,} characters")
             tokens.append(_Token("STRING", text[start:i], "".join(chars), start))
             continue
         m = _NUMBER_RE.match(text, i)
         if m and (c.isdigit() or c == "." or (c in "+-" and m.end() > i + 1)):
             end = m.end()
+            if end - i > MAX_NUMBER_CHARS:
+                raise _error(text, i, f"number longer than {MAX_NUMBER_CHARS} characters")
             if end < n and (text[end].isalpha() or text[end] == "_"):
-                raise _error(text, i, f"malformed number '{text[i : end + 1]}'")
+                raise _error(text, i, f"malformed number '{echo(text[i : end + 1], 60)}'")
             s = m.group()
-            value: int | float = int(s) if re.fullmatch(r"[+-]?\d+", s) else float(s)
+            value: int | float = int(s) if _INT_RE.fullmatch(s) else float(s)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _error(text, i, f"number '{s}' is out of range")
             tokens.append(_Token("NUMBER", s, value, i))
             i = end
             continue
@@ -249,40 +290,47 @@ class _Parser:
         if tok.kind != "NAME":
             raise _error(self.text, tok.pos, f"expected a pass name, got {_describe(tok)}")
         options: dict[str, RawValue] = {}
+        seen: set[str] = set()  # option names with '_' as '-': the duplicate check is one lookup
         if self.is_punct("{"):
             self.next()
             if not self.is_punct("}"):
-                self.option(tok.text, options)
+                self.option(tok.text, options, seen)
                 while self.is_punct(","):
                     self.next()
-                    self.option(tok.text, options)
-            self.expect_punct("}", f"to close the options of '{tok.text}'")
+                    self.option(tok.text, options, seen)
+            self.expect_punct("}", f"to close the options of '{echo(tok.text, 60)}'")
         return PassSpec(tok.text, options, column=tok.pos + 1)
 
-    def option(self, pass_name: str, options: dict[str, RawValue]) -> None:
+    def option(self, pass_name: str, options: dict[str, RawValue], seen: set[str]) -> None:
         key = self.next()
         if key.kind != "NAME":
             raise _error(
-                self.text, key.pos, f"expected an option name in '{pass_name}', got {_describe(key)}"
+                self.text, key.pos, f"expected an option name in '{echo(pass_name, 60)}', got {_describe(key)}"
             )
-        if key.text.replace("_", "-") in {k.replace("_", "-") for k in options}:
-            raise _error(self.text, key.pos, f"option '{key.text}' of '{pass_name}' is given twice")
-        self.expect_punct("=", f"after option name '{key.text}'")
+        normalized = key.text.replace("_", "-")
+        if normalized in seen:
+            raise _error(
+                self.text, key.pos, f"option '{echo(key.text, 60)}' of '{echo(pass_name, 60)}' is given twice"
+            )
+        seen.add(normalized)
+        self.expect_punct("=", f"after option name '{echo(key.text, 60)}'")
         options[key.text] = self.value()
 
-    def value(self) -> RawValue:
+    def value(self, depth: int = 0) -> RawValue:
         tok = self.next()
         if tok.kind in ("NUMBER", "STRING"):
             return tok.value  # type: ignore[no-any-return]
         if tok.kind == "NAME":
             return {"true": True, "false": False, "none": None}.get(tok.text.lower(), tok.text)
         if tok.kind == "PUNCT" and tok.text == "[":
+            if depth >= MAX_NESTING:
+                raise _error(self.text, tok.pos, f"lists nested more than {MAX_NESTING} deep")
             items: list[RawValue] = []
             if not self.is_punct("]"):
-                items.append(self.value())
+                items.append(self.value(depth + 1))
                 while self.is_punct(","):
                     self.next()
-                    items.append(self.value())
+                    items.append(self.value(depth + 1))
             self.expect_punct("]", "to close the list")
             return items
         raise _error(self.text, tok.pos, f"expected a value, got {_describe(tok)}")

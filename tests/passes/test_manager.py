@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 import pytest
 
 import parekit
-from parekit.errors import PassNotApplicableError, PipelineSyntaxError, VerificationError
-from parekit.passes import registry
+from parekit.errors import PassNotApplicableError, PipelineSyntaxError, StructureError, VerificationError
+from parekit.passes import manager, registry
 from parekit.passes.base import Pass, PassContext
-from parekit.passes.manager import PIPELINE_KEY, PROVENANCE_KEY, VERSION_KEY, run_pipeline
+from parekit.passes.manager import PIPELINE_KEY, PROVENANCE_KEY, VERSION_KEY, check_model, run_pipeline
 
 MODEL_TEXT = """
 <ir_version: 10, opset_import: ["": 18]>
@@ -88,6 +90,26 @@ class Breaker(Pass[NoOptions]):
         return ir.passes.PassResult(model, modified=True)
 
 
+class StructureTripper(Pass[NoOptions]):
+    """Fail inside the pass with a structure error that names a node, not the pass."""
+
+    def run(self, model: ir.Model, mm: object) -> ir.passes.PassResult:
+        raise StructureError("block starting at node 'y': expected one residual-stream input, found 2")
+
+
+class NoisyLibrary(Pass[NoOptions]):
+    """Log a warning with a traceback through an onnx-ir logger, as its shape inference does."""
+
+    def run(self, model: ir.Model, mm: object) -> ir.passes.PassResult:
+        try:
+            raise RuntimeError("inference blew up")
+        except RuntimeError as exc:
+            logging.getLogger("onnx_ir.passes.common.shape_inference").warning(
+                "Shape inference failed: %s. Model is left unchanged", exc, exc_info=exc
+            )
+        return ir.passes.PassResult(model, modified=False)
+
+
 class Refuser(Pass[NoOptions]):
     """Always refuse."""
 
@@ -110,6 +132,8 @@ def toy_passes() -> Iterator[None]:
         registry.register("toy-skip-matmul", options=NoOptions, requires=("toy-insert-identity",))(SkipMatMul)
         registry.register("toy-breaker", options=NoOptions)(Breaker)
         registry.register("toy-refuser", options=NoOptions)(Refuser)
+        registry.register("toy-structure", options=NoOptions)(StructureTripper)
+        registry.register("toy-noisy", options=NoOptions)(NoisyLibrary)
         registry.register("toy-needs-calibration", options=NoOptions)(NeedsCalibration)
         yield
 
@@ -208,18 +232,59 @@ def test_verifier_called_after_each_pass(ctx: PassContext) -> None:
         verifier=lambda m: seen.append(len(m.graph)),
         after_pass=lambda name, m: after.append((name, len(m.graph))),
     )
-    assert seen == [3, 4]
+    assert seen == [3, 4]  # after each pass (the input went through input_verifier)
     assert after == [("toy-insert-identity", 3), ("toy-insert-identity", 4)]
 
-    seen.clear()
+    sizes: list[int] = []
     run_pipeline(
-        make_model(), "toy-insert-identity,toy-insert-identity", ctx, verify_each=False, verifier=seen.append
+        make_model(),
+        "toy-insert-identity,toy-insert-identity",
+        ctx,
+        verify_each=False,
+        verifier=lambda m: sizes.append(len(m.graph)),
     )
-    assert len(seen) == 1  # without verify-each the result is still verified once, at the end
+    assert sizes == [4]  # without verify-each the result is still verified once, at the end
+
+    inputs: list[int] = []
+    sizes.clear()
+    run_pipeline(
+        make_model(),
+        "toy-insert-identity",
+        ctx,
+        verifier=lambda m: sizes.append(len(m.graph)),
+        input_verifier=lambda m: inputs.append(len(m.graph)),
+    )
+    assert (inputs, sizes) == ([2], [3])
 
 
-def test_default_verifier_passes_valid_models(ctx: PassContext) -> None:
-    run_pipeline(make_model(), "toy-insert-identity", ctx)  # the ONNX checker, full check
+def test_default_verifier_is_the_full_onnx_check(ctx: PassContext) -> None:
+    model = make_model()
+    result = run_pipeline(model, "toy-insert-identity", ctx)  # verified by check_model (no raise)
+    assert result.reports[0].modified
+    check_model(model)  # the rewritten model is valid ...
+    broken = make_model()
+    Breaker(NoOptions(), ctx).run(broken, None)
+    with pytest.raises(Exception, match="NoSuchOp"):
+        check_model(broken)  # ... and the same checker rejects a model with an unknown op
+
+
+def test_invalid_input_is_blamed_on_the_input(ctx: PassContext) -> None:
+    model = make_model()
+    Breaker(NoOptions(), ctx).run(model, None)  # the input itself holds an unknown op
+    with pytest.raises(VerificationError) as info:
+        run_pipeline(model, "toy-insert-identity", ctx)
+    assert info.value.message == "the input model failed verification, before any pass ran"
+    assert "NoSuchOp" in (info.value.note or "")
+    assert "after pass" not in str(info.value)
+    assert [n.op_type for n in model.graph] == ["MatMul", "NoSuchOp", "Relu"]  # no pass ran
+
+    def refuse(model: ir.Model) -> None:  # a custom input verifier (e.g. one that loads in ORT)
+        raise RuntimeError("does not load in ONNX Runtime")
+
+    with pytest.raises(VerificationError) as info:
+        run_pipeline(make_model(), "toy-insert-identity", ctx, input_verifier=refuse)
+    assert info.value.message == "the input model failed verification, before any pass ran"
+    assert info.value.note == "the input is invalid: RuntimeError: does not load in ONNX Runtime"
 
 
 def test_default_verifier_failure_names_the_pass(ctx: PassContext) -> None:
@@ -258,9 +323,76 @@ def test_require_calibration(ctx: PassContext) -> None:
     run_pipeline(make_model(), "toy-needs-calibration", ctx)
 
 
-def test_progress_bar_runs(ctx: PassContext) -> None:
-    result = run_pipeline(make_model(), "toy-insert-identity", ctx, progress=True)
-    assert result.reports[0].modified
+def test_structure_error_after_a_pass_names_the_pass(ctx: PassContext) -> None:
+    with pytest.raises(PassNotApplicableError) as info:
+        run_pipeline(make_model(), "toy-insert-identity,toy-structure", ctx)
+    assert info.value.message.startswith(
+        "toy-structure: cannot apply to the model as rewritten by 'toy-insert-identity': block starting at node"
+    )
+
+
+def test_structure_error_in_analysis_names_the_pass() -> None:
+    calls: list[int] = []
+
+    def analyze(model: ir.Model) -> Any:  # the analysis of the model the first pass rewrote fails
+        calls.append(1)
+        if len(calls) > 1:
+            raise StructureError("block starting at node 'Relu_0': no residual stream")
+        return object()
+
+    with pytest.raises(PassNotApplicableError) as info:
+        run_pipeline(make_model(), "toy-insert-identity,toy-insert-identity{count=2}", PassContext(analyze=analyze))
+    assert info.value.message == (
+        "toy-insert-identity: cannot apply to the model as rewritten by 'toy-insert-identity': "
+        "block starting at node 'Relu_0': no residual stream"
+    )
+
+
+def test_third_party_warnings_are_demoted(ctx: PassContext, caplog: pytest.LogCaptureFixture) -> None:
+    first, second = make_model(), make_model()  # (building them logs an onnx-ir warning of its own)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_pipeline(first, "toy-noisy", ctx)
+    assert [r for r in caplog.records if r.name.startswith("onnx_ir")] == []  # nothing reached the user
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="parekit.thirdparty"):
+        run_pipeline(second, "toy-noisy", ctx)
+    (record,) = [r for r in caplog.records if r.name == "parekit.thirdparty"]
+    assert record.levelno == logging.DEBUG
+    assert "Shape inference failed: inference blew up" in record.getMessage()
+    assert record.exc_info is not None  # the traceback is kept for -vv
+    # Outside the run the library's logger is as it was.
+    assert logging.getLogger("onnx_ir.passes.common.shape_inference").propagate
+
+
+class RecordingBar:
+    """Stands in for the rich progress bar; records every call the manager makes on it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> int:
+            self.calls.append((name, args + tuple(kwargs.values())))
+            return 7  # the task id
+
+        return record
+
+
+def test_progress_bar_shows_each_pass(ctx: PassContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    bar = RecordingBar()
+    monkeypatch.setattr(manager, "progress_bar", lambda: bar)
+    run_pipeline(make_model(), "toy-insert-identity,toy-insert-identity{count=0}", ctx, progress=True)
+    step = [("update", (7, "toy-insert-identity")), ("advance", (7,))]
+    assert bar.calls == [("start", ()), ("add_task", ("passes", 2)), *step, *step, ("stop", ())]
+
+
+def test_progress_bar_stops_when_a_pass_fails(ctx: PassContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    bar = RecordingBar()
+    monkeypatch.setattr(manager, "progress_bar", lambda: bar)
+    with pytest.raises(PassNotApplicableError):
+        run_pipeline(make_model(), "toy-refuser", ctx, progress=True)
+    assert bar.calls[-1] == ("stop", ())
 
 
 def test_pass_outside_manager_is_an_onnx_ir_pass(ctx: PassContext) -> None:
@@ -268,4 +400,4 @@ def test_pass_outside_manager_is_an_onnx_ir_pass(ctx: PassContext) -> None:
     pass_ = InsertIdentity(InsertOptions(count=1), ctx)
     result = ir.passes.PassManager([pass_])(model)
     assert result.modified
-    assert pass_.report.sites and pass_.report.seconds >= 0
+    assert pass_.report.sites == [{"after": "y", "index": 0}]

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import pytest
 
 from parekit.errors import OptionError
-from parekit.passes.options import describe_options, format_options, format_value, parse_options
+from parekit.passes.options import MAX_NESTING, describe_options, format_options, format_value, parse_options
 
 
 @dataclass(frozen=True)
@@ -181,3 +181,48 @@ def test_unsupported_types_are_rejected() -> None:
 
     with pytest.raises(TypeError, match="unsupported option type"):
         describe_options(Bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile values: huge numbers in strings, deep lists, long and control-laden text in errors.
+
+
+@pytest.mark.parametrize("raw", ["9" * 4301, "1" * 101, " " + "7" * 5000])
+def test_huge_integer_text_is_an_option_error(raw: str) -> None:
+    with pytest.raises(OptionError) as info:
+        parse_options("p", Opts, {"count": raw})
+    assert info.value.message.startswith("p: option 'count' expects an integer ≥ 1, got ")
+    assert len(info.value.message) < 400  # a long echoed value is cut, with its length
+    assert ("characters)" in info.value.message) == (len(raw) > 200)
+
+
+def test_huge_float_text_is_an_option_error() -> None:
+    with pytest.raises(OptionError, match="option 'ratio' expects a number in"):
+        parse_options("p", Opts, {"ratio": "1" * 5000})
+
+
+def test_format_value_of_deep_lists_does_not_recurse_without_bound() -> None:
+    value: list = [1]
+    for _ in range(5000):
+        value = [value]
+    text = format_value(value)
+    assert text == "[" * MAX_NESTING + "[...]" + "]" * MAX_NESTING
+
+
+def test_format_value_of_an_unprintably_large_int() -> None:
+    assert format_value(10**5000).startswith('"<integer of about')
+
+
+def test_unknown_option_with_control_characters_and_length() -> None:
+    key = "\x1b[31m" + "k" * 10_000
+    with pytest.raises(OptionError) as info:
+        parse_options("p", Opts, {key: 1})
+    assert "\x1b" not in str(info.value) and "\\x1b[31m" in info.value.message
+    assert len(info.value.message) < 400
+
+
+def test_value_with_control_characters_is_neutralized() -> None:
+    with pytest.raises(OptionError) as info:
+        parse_options("p", Opts, {"count": "\x1b]0;owned\x07"})
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+    assert "\\x1b]0;owned\\x07" in info.value.message

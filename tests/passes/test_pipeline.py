@@ -12,7 +12,15 @@ import pytest
 from parekit.errors import OptionError, PipelineSyntaxError, UnknownPassError
 from parekit.passes import registry
 from parekit.passes.base import Pass
-from parekit.passes.pipeline import PassSpec, Pipeline, parse_pipeline
+from parekit.passes.options import MAX_NESTING
+from parekit.passes.pipeline import (
+    MAX_NUMBER_CHARS,
+    MAX_PIPELINE_CHARS,
+    MAX_STRING_CHARS,
+    PassSpec,
+    Pipeline,
+    parse_pipeline,
+)
 
 
 @dataclass(frozen=True)
@@ -220,3 +228,95 @@ def test_register_checks_its_arguments() -> None:
 def test_summary_from_docstring() -> None:
     assert ToyMerge.summary == "Toy token merge."
     assert ToyExit.required_passes == ("toy-merge",)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile pipeline text: bounded nesting and literals, linear parsing, short and safe errors.
+
+
+def _syntax_error(text: str) -> PipelineSyntaxError:
+    with pytest.raises(PipelineSyntaxError) as info:
+        parse_pipeline(text)
+    return info.value
+
+
+def test_deep_list_nesting_is_a_syntax_error_not_a_recursion_error() -> None:
+    error = _syntax_error("x{a=" + "[" * 1000)
+    assert error.message == f"pipeline syntax error at column {5 + MAX_NESTING}: lists nested more than {MAX_NESTING} deep"
+    nested = "[" * MAX_NESTING + "1" + "]" * MAX_NESTING
+    (spec,) = parse_pipeline(f"x{{a={nested}}}").specs  # exactly at the limit: fine
+    value = spec.options["a"]
+    for _ in range(MAX_NESTING):
+        assert isinstance(value, list)
+        (value,) = value
+    assert value == 1
+    assert str(parse_pipeline(f"x{{a={nested}}}")) == f"x{{a={nested}}}"
+
+
+def test_many_open_brackets_anywhere() -> None:
+    for text in ("[" * 1000, "x{" * 1000, "x{a=1}" + "," * 1000, "{" * 1000):
+        assert _syntax_error(text).message.startswith("pipeline syntax error at column")
+
+
+def test_huge_integer_is_a_syntax_error() -> None:
+    error = _syntax_error("x{a=" + "9" * 4301 + "}")
+    assert error.message == f"pipeline syntax error at column 5: number longer than {MAX_NUMBER_CHARS} characters"
+    assert len(str(error)) < 400  # the note shows a window of the text, not all of it
+
+
+def test_float_overflow_is_a_syntax_error() -> None:
+    assert _syntax_error("x{a=1e999}").message.endswith("number '1e999' is out of range")
+
+
+def test_long_string_is_a_syntax_error() -> None:
+    error = _syntax_error('x{a="' + "s" * (MAX_STRING_CHARS + 10) + '"}')
+    assert error.message.endswith(f"string longer than {MAX_STRING_CHARS:,} characters")
+
+
+def test_huge_pipeline_text_gives_a_short_error() -> None:
+    text = "x{a=1}," * (1_000_000 // 7)
+    error = _syntax_error(text)
+    assert error.message == (
+        f"the pipeline text is {len(text):,} characters long; at most {MAX_PIPELINE_CHARS:,} are accepted"
+    )
+
+
+def test_error_in_a_long_pipeline_is_capped() -> None:
+    text = "x{a=1}," * 10_000 + "?"  # 70,001 characters, error at the very end
+    error = _syntax_error(text)
+    assert len(str(error)) < 300
+    assert error.message == f"pipeline syntax error at column {len(text)}: unexpected character '?'"
+    lines = (error.note or "").splitlines()
+    assert lines[1].startswith("    …") and lines[2].index("^") == lines[1].index("?")
+
+
+def test_many_options_parse_in_linear_time() -> None:
+    """10,000 distinct options: the duplicate check is one set lookup each (was a set rebuilt per option)."""
+    count = 10_000
+    text = "x{" + ",".join(f"o_{i}=1" for i in range(count)) + "}"
+    (spec,) = parse_pipeline(text).specs
+    assert len(spec.options) == count
+    error = _syntax_error(text[:-1] + ",o-1=2}")
+    assert error.message.endswith("option 'o-1' of 'x' is given twice")
+
+
+def test_duplicate_check_treats_dash_and_underscore_alike() -> None:
+    assert _syntax_error("x{keep_ratio=1,keep-ratio=2}").message.endswith(
+        "option 'keep-ratio' of 'x' is given twice"
+    )
+
+
+def test_control_characters_are_neutralized_in_errors() -> None:
+    text = "x{a=1}\x1b[2J\x1b]0;title\x07"
+    error = _syntax_error(text)
+    shown = str(error)
+    assert not any(ord(c) < 0x20 and c != "\n" for c in shown)
+    assert "\\x1b[2J" in (error.note or "")
+    lines = (error.note or "").splitlines()
+    assert lines[2].index("^") == lines[1].index("\\x1b")  # the caret stays under the bad character
+
+
+def test_long_names_are_capped_in_errors() -> None:
+    name = "n" * 90_000
+    error = _syntax_error(f"{name}{{a=}}")
+    assert len(str(error)) < 500
