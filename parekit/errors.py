@@ -89,7 +89,7 @@ def neutralize(text: str, *, keep_newlines: bool = False) -> str:
     return pattern.sub(_visible, text)
 
 
-def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+def echo(value: object, limit: int = ECHO_LIMIT, *, keep_newlines: bool = False) -> str:
     """Text of a user- or model-supplied value, made safe to show in a message.
 
     The text is neutralized (see :func:`neutralize`) and, when longer than ``limit`` characters,
@@ -99,14 +99,15 @@ def echo(value: object, limit: int = ECHO_LIMIT) -> str:
     Args:
         value: The value (``str()`` is taken of non-strings).
         limit: Most characters of the original kept.
+        keep_newlines: Leave ``\\n`` as a line break (multi-line text such as generated text).
 
     Returns:
-        One line of printable text.
+        Printable text (one line unless ``keep_newlines``).
     """
     text = value if isinstance(value, str) else str(value)
     if len(text) <= limit:
-        return neutralize(text)
-    return f"{neutralize(text[:limit])}… ({len(text):,} characters)"
+        return neutralize(text, keep_newlines=keep_newlines)
+    return f"{neutralize(text[:limit], keep_newlines=keep_newlines)}… ({len(text):,} characters)"
 
 
 def escape(text: object, limit: int | None = None) -> str:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from parekit.errors import ParekitError
+from parekit.errors import ParekitError, echo
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("parekit")
@@ -47,32 +47,14 @@ _ECHO_LIMIT = 2000  # characters of one echoed text (an error line, a table cell
 
 
 def safe(text: object, limit: int = _ECHO_LIMIT, keep_newlines: bool = False) -> str:
-    """``text`` made safe to print: control characters shown as escapes, long text cut.
-
-    Linear in the length of the text. Only printable characters reach the terminal: C0/C1 control
-    characters (ESC included), DEL and other non-printable code points (lone surrogates, format
-    characters) become ``\\xNN`` / ``\\uNNNN`` escapes; text over ``limit`` characters is cut with a
-    note of how much was left out.
+    """``text`` made safe to print: :func:`parekit.errors.echo` with the CLI's longer limit.
 
     Args:
         text: Anything; ``str()`` is taken.
         limit: Most characters kept (of the original text).
-        keep_newlines: Keep ``\\n`` and ``\\t`` as they are (for multi-line output such as generated text).
+        keep_newlines: Keep ``\\n`` as a line break (for multi-line output such as generated text).
     """
-    s = str(text)
-    cut = len(s) - limit if len(s) > limit else 0
-    if cut:
-        s = s[:limit]
-    if not s.isprintable():
-        out: list[str] = []
-        for ch in s:
-            if ch.isprintable() or (keep_newlines and ch in "\n\t"):
-                out.append(ch)
-            else:
-                code = ord(ch)
-                out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        s = "".join(out)
-    return s + (f"… ({cut} more characters)" if cut else "")
+    return echo(text, limit, keep_newlines=keep_newlines)
 
 
 class _SafeRecords(logging.Filter):

@@ -220,14 +220,6 @@ def _rename_input(sample_path: Callable[[str], Path], tmp_path: Path, new: str) 
     return path
 
 
-_NEEDS_CLI_ESCAPE = pytest.mark.xfail(
-    strict=True,
-    reason="the CLI still prints model text through rich.markup.escape; it must use "
-    "parekit.errors.escape(text, limit=ECHO_LIMIT) (cli-room); remove this mark then",
-)
-
-
-@_NEEDS_CLI_ESCAPE
 def test_inspect_neutralizes_escape_sequences_in_value_names(
     tmp_path: Path, run_cli: Callable[..., object], sample_path: Callable[[str], Path]
 ) -> None:
@@ -238,7 +230,6 @@ def test_inspect_neutralizes_escape_sequences_in_value_names(
     _check_cli(run_cli, path)
 
 
-@_NEEDS_CLI_ESCAPE
 def test_inspect_caps_huge_value_names(
     tmp_path: Path, run_cli: Callable[..., object], sample_path: Callable[[str], Path]
 ) -> None:
