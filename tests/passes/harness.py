@@ -117,6 +117,54 @@ def assert_same_outputs(
     return got
 
 
+def _weight(value: ir.Value | None) -> ir.Value | None:
+    """The initializer behind a weight input (directly, or through one ``Transpose``)."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Transpose" and producer.inputs[0] is not None:
+        return producer.inputs[0] if producer.inputs[0].const_value is not None else None
+    return None
+
+
+def _zero(value: ir.Value) -> None:
+    tensor = value.const_value
+    assert tensor is not None
+    value.const_value = ir.tensor(np.zeros_like(tensor.numpy()), name=value.name)
+
+
+def zero_block_updates(model: ir.Model, layer: int) -> ir.Model:
+    """Oracle for dropping a pre-norm block: a copy whose block ``layer`` adds nothing to the residual.
+
+    The block's two residual updates — the attention output projection (the first weight MatMul/Gemm
+    after the attention core) and the MLP down projection — get zero weights and biases, so the block's
+    output equals its input; its other outputs (the KV cache) are unchanged.
+    """
+    from parekit.analysis import discover
+
+    copy = clone(model)
+    lm = discover(copy).layers[layer]
+    names = set(lm.nodes)
+    block = [n for n in copy.graph if n.name in names]
+    core = max(i for i, n in enumerate(block) if n.name in lm.attention.nodes)
+    projections = [
+        n for n in block[core + 1 :] if n.op_type in ("MatMul", "Gemm") and _weight(n.inputs[1]) is not None
+    ]
+    down = next(n for n in block if n.name == lm.mlp.down) if lm.mlp is not None else None
+    assert projections and down is not None, f"layer {layer}: no output projection or MLP down projection"
+    for node in (projections[0], down):
+        _zero(_weight(node.inputs[1]))  # type: ignore[arg-type]
+        if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
+            _zero(node.inputs[2])
+        for user, index in node.outputs[0].uses():  # a bias Add right after the projection
+            other = user.inputs[1 - index] if user.op_type == "Add" else None
+            if other is not None and other.const_value is not None:
+                _zero(other)
+    return copy
+
+
 # ------------------------------------------------------------------------------------------------
 # a torch-free graph builder
 
