@@ -1,4 +1,8 @@
-"""token-prune / token-merge: identity on MiniLM and ViT at both opsets, structure, padding, refusals, fidelity."""
+"""token-prune / token-merge on the samples: identity on MiniLM and ViT at both opsets, structure, padding, fidelity.
+
+Seconds per test (real MiniLM/ViT weights, prose batches): all ``slow`` except the refusals. The fast
+run covers the token passes on the harness's tiny encoder (tests/passes/test_small_graphs.py).
+"""
 
 from __future__ import annotations
 
@@ -39,8 +43,9 @@ def _feeds(name, model):
 IDENTITIES = ["token-prune{keep=1.0}", "token-merge{r=0}", "token-merge{r=0,unmerge=true}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opset", [18, 23])
-@pytest.mark.parametrize("name", ["minilm", pytest.param("vit", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["minilm", "vit"])
 @pytest.mark.parametrize("pipeline", IDENTITIES)
 def test_identity_configuration_matches_original(sample_path, load_sample, name, opset, pipeline):
     model = load_sample(name, opset)
@@ -73,6 +78,7 @@ def test_vit_merge_structure_and_flops(load_sample, opset):
     assert out.shape == (3, 1000) and np.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_minilm_prune_keeps_output_names_shapes_and_restores_last_hidden_state(sample_path, load_sample):
     model = load_sample("minilm", 18)
     feeds = _prose_feeds(model)
@@ -91,6 +97,7 @@ def test_minilm_prune_keeps_output_names_shapes_and_restores_last_hidden_state(s
         assert cls_cos.min() > 0.9
 
 
+@pytest.mark.slow
 def test_minilm_short_outputs_shrink_the_token_axis(load_sample):
     model = load_sample("minilm", 23)
     result = _optimize(model, "token-prune{keep=0.5,layers=[2],outputs=short}")
@@ -100,6 +107,7 @@ def test_minilm_short_outputs_shrink_the_token_axis(load_sample):
     assert out["sentence_embedding"].shape == (8, 384)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["token-prune{keep=0.5,layers=[2]}", "token-merge{r=16}"])
 def test_padding_never_leaks_into_real_tokens(load_sample, pipeline):
     """Changing what padded positions hold must not change the sentence embedding."""
@@ -115,6 +123,7 @@ def test_padding_never_leaks_into_real_tokens(load_sample, pipeline):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("pipeline", "min_cos"),
     [
@@ -138,6 +147,7 @@ def test_minilm_sentence_embedding_fidelity_on_prose(sample_path, load_sample, p
     assert report.outputs["sentence_embedding"]["cosine"] < 1.0 - 1e-6, "tokens were really reduced"
 
 
+@pytest.mark.slow
 def test_symbolic_token_counts_keep_flop_estimates(load_sample):
     model = load_sample("minilm", 18)
     result = _optimize(model, "token-prune{keep=0.5,layers=[2]}")
@@ -157,6 +167,7 @@ def test_decoders_are_refused_with_a_reason(load_sample, pipeline):
         _optimize(model, pipeline)
 
 
+@pytest.mark.slow
 def test_token_passes_do_not_stack(load_sample):
     model = load_sample("minilm", 18)
     with pytest.raises(PassNotApplicableError, match="already reduced"):
@@ -184,6 +195,7 @@ def _cos(a, b):
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["token-prune{keep=0.5,layers=[2]}", "token-merge{r=16}"])
 def test_opset_18_and_23_exports_reduce_the_same_tokens(load_sample, pipeline):
     """Opset 18 scores from the exported Softmax; opset 23 recomputes them from Attention's Q and K."""
@@ -193,6 +205,7 @@ def test_opset_18_and_23_exports_reduce_the_same_tokens(load_sample, pipeline):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_rows_of_a_batch_are_reduced_independently(load_sample):
     model = load_sample("minilm", 18)
     runner = OrtRunner(_optimize(model, "token-prune{keep=0.5,layers=[2]}").model)
