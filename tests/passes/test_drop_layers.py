@@ -150,7 +150,6 @@ def test_block_influence_picks_a_block_that_does_nothing(load_sample, layer):
     assert [lm.attention.past_key for lm in discover(result.model).layers] == [f"past.{1 - layer}.key"]
 
 
-@pytest.mark.slow
 def test_dropped_decoder_layer_equals_torch_model_without_it(torch, load_sample):
     """Oracle with a KV cache: the same Llama in torch with layer 0 deleted, prefill + past tokens."""
     from transformers import DynamicCache
