@@ -85,11 +85,6 @@ def check(model: ir.Model) -> None:
     onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
 
 
-def fingerprint(model: ir.Model) -> bytes:
-    """The serialized model: equal fingerprints mean nothing changed."""
-    return ir.serde.serialize_model(model).SerializeToString(deterministic=True)
-
-
 def op_nodes(model: ir.Model, op: OpDef) -> list[ir.Node]:
     """The nodes of the main graph that are instances of ``op``."""
     return [n for n in model.graph if op.matches(n)]
