@@ -1,7 +1,14 @@
-"""Shared fixtures: sample models exported once per machine (cached by content key)."""
+"""Shared fixtures: sample models exported once per machine (cached by content key), the CLI runner.
+
+Torch policy (one place): everything that needs the ``samples`` extra (torch, transformers) goes through
+the ``samples_extra`` fixture — ``sample_path``, ``load_sample`` and ``torch`` depend on it — so a run
+without that extra *skips* those tests with one reason instead of failing them. Tests do not call
+``pytest.importorskip("torch")`` themselves: they ask for the ``torch`` fixture.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -9,9 +16,42 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+SAMPLES_EXTRA = ("torch", "transformers")
+SAMPLES_SKIP_REASON = (
+    "the samples extra is not installed (torch, transformers): pip install -e '.[samples]' "
+    "(scripts/setup.sh installs it)"
+)
+
+
+def samples_extra_missing() -> list[str]:
+    """Names of the samples extra's packages that cannot be imported."""
+    missing = []
+    for name in SAMPLES_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
 
 @pytest.fixture(scope="session")
-def sample_path():
+def samples_extra() -> None:
+    """Skip the test (one reason for all) when torch or transformers is missing (checked once)."""
+    missing = samples_extra_missing()
+    if missing:
+        pytest.skip(f"{SAMPLES_SKIP_REASON}; missing: {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def torch(samples_extra):
+    """The ``torch`` module (the test is skipped without the samples extra)."""
+    import torch as torch_module
+
+    return torch_module
+
+
+@pytest.fixture(scope="session")
+def sample_path(samples_extra):
     """``sample_path(name, opset=18) -> Path`` of the cached export (never modify it)."""
     from parekit.frontends import zoo
 

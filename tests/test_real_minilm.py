@@ -6,20 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from parekit.cli.main import cli
-
-
-def _run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
+pytestmark = pytest.mark.slow  # real weights (MiniLM, 22M parameters): seconds per test on 2 cores
 
 
-def test_export_matches_torch_on_prose(sample_path):
+def test_export_matches_torch_on_prose(torch, sample_path):
     """The exported graph computes what the Hugging Face model computes (padded batch)."""
-    torch = pytest.importorskip("torch")
     from parekit.backends.ort import OrtRunner
     from parekit.frontends import zoo
     from parekit.frontends.onnx_file import load_model
@@ -37,20 +29,25 @@ def test_export_matches_torch_on_prose(sample_path):
     np.testing.assert_allclose(ours["last_hidden_state"], hidden.numpy(), atol=1e-4)
 
 
-def test_count_one_reports_choice_and_check_reports_cosine(sample_path, tmp_path):
+def test_count_one_drops_one_layer_and_check_reports_cosine(sample_path, run_cli, tmp_path):
+    from parekit.analysis import discover
+    from parekit.frontends.onnx_file import load_model
+
     src = sample_path("minilm")
     out, report = tmp_path / "m.c1.onnx", tmp_path / "r.json"
-    _run("optimize", src, "--passes", "drop-layers{count=1}", "--calib", "text", "--samples", "16",
+    run_cli("optimize", src, "--passes", "drop-layers{count=1}", "--calib", "text", "--samples", "16",
          "--batch", "8", "--seq", "64", "-o", out, "--report", report)
     (rep,) = json.loads(report.read_text())["passes"]
-    influence = {int(k): v for k, v in rep["extra"]["influence"].items()}
-    assert sorted(influence) == list(range(6))
-    assert rep["extra"]["chosen"] == [min(influence, key=influence.get)]
-    assert rep["sites"][0]["layer"] == rep["extra"]["chosen"][0]
+    assert sorted(int(k) for k in rep["extra"]["influence"]) == list(range(6))
     assert "text" in rep["extra"]["calibration"]
+    # The written model lacks exactly the layer the report names (which layer the influence picks is
+    # checked against a zeroed-block oracle in tests/passes/test_drop_layers.py).
+    (chosen,) = rep["extra"]["chosen"]
+    kept = [int(lm.scope.rsplit(".", 1)[1]) for lm in discover(load_model(out)).layers]
+    assert kept == [i for i in range(6) if i != chosen]
 
     parity = tmp_path / "p.json"
-    res = _run("check", src, out, "--data", "text", "--samples", "16", "--seq", "64",
+    res = run_cli("check", src, out, "--data", "text", "--samples", "16", "--seq", "64",
                "--output", "sentence_embedding", "--threshold", "cosine=0.85", "--threshold", "max_abs=off",
                "--json-file", parity)
     assert "sentence_embedding" in res.output
@@ -58,8 +55,8 @@ def test_count_one_reports_choice_and_check_reports_cosine(sample_path, tmp_path
     assert 0.85 <= cos < 0.9999  # one of six layers gone: close, not identical
 
 
-def test_identity_on_prose_is_exact(sample_path, tmp_path):
+def test_identity_on_prose_is_exact(sample_path, run_cli, tmp_path):
     src = sample_path("minilm")
     out = tmp_path / "m.i.onnx"
-    _run("optimize", src, "--passes", "drop-layers{layers=[]}", "-o", out)
-    _run("check", src, out, "--data", "text", "--samples", "16", "--seq", "64", "--threshold", "max_abs=1e-5")
+    run_cli("optimize", src, "--passes", "drop-layers{layers=[]}", "-o", out)
+    run_cli("check", src, out, "--data", "text", "--samples", "16", "--seq", "64", "--threshold", "max_abs=1e-5")

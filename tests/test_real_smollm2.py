@@ -8,6 +8,8 @@ import pytest
 from parekit.backends.ort import OrtRunner
 from parekit.frontends import zoo
 
+pytestmark = pytest.mark.slow  # SmolLM2-135M real weights: export and runs take tens of seconds
+
 
 @pytest.fixture(scope="module")
 def smollm2(sample_path):
@@ -45,8 +47,7 @@ def test_answers_paris_through_the_kv_contract(smollm2):
     assert "Paris" in text, text
 
 
-def test_prefill_logits_match_torch(smollm2):
-    torch = pytest.importorskip("torch")
+def test_prefill_logits_match_torch(torch, smollm2):
     tok = zoo.get_sample("smollm2").tokenizer()
     ids = tok("Python is a programming language that", return_tensors="np")["input_ids"].astype(np.int64)
     module, *_ = zoo.get_sample("smollm2").builder()

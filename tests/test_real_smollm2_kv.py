@@ -11,8 +11,10 @@ import pytest
 
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
-from parekit.passes.kv_window import KvWindow, KvWindowOptions
+from parekit.passes import get_pass
 from parekit.runtime import DecoderSession, evaluate_perplexity, generate, prose_token_ids
+
+pytestmark = pytest.mark.slow  # SmolLM2-135M real weights, 128-token decodes
 
 CTX, SINK, WINDOW = 128, 4, 44
 
@@ -21,7 +23,8 @@ CTX, SINK, WINDOW = 128, 4, 44
 def pair(sample_path):
     path = sample_path("smollm2", 23)
     windowed = load_model(path)
-    assert KvWindow(KvWindowOptions(sink=SINK, window=WINDOW))(windowed).modified
+    kv_window = get_pass("kv-window")  # the pass class, by its registered name
+    assert kv_window(kv_window.options_type(sink=SINK, window=WINDOW))(windowed).modified
     return DecoderSession(path), DecoderSession(windowed)
 
 

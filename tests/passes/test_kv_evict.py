@@ -5,21 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parekit.backends.ort import check_loads
 from parekit.errors import OptionError, PassNotApplicableError
-from parekit.passes.base import PassContext
-from parekit.passes.manager import run_pipeline
+from parekit.ops import PAREKIT_DOMAIN
+from parekit.ops.attention_probs import ATTENTION_PROBS
+from parekit.ops.kv_evict import KV_EVICT_H2O, KV_EVICT_SNAP
+from parekit.ops.kv_slot_mask import KV_MASK_REMAP, KV_SLOT_MASK
 from parekit.runtime import DecoderSession, left_pad
 
-TINY = [(name, opset) for name in ("llama-tiny", "gpt2-tiny") for opset in (18, 23)]
-PROMPTS = [[11, 42, 7, 300, 5, 99, 123, 8, 64, 1, 2], [17, 2, 250, 4]]
+from .harness import PROMPTS, count_ops, decode_side_by_side
+from .harness import TINY_DECODERS as TINY
+from .harness import optimize as _optimize
+
 POLICIES = ["h2o", "snapkv"]
-
-
-def _optimize(model, pipeline, verify=True):
-    return run_pipeline(
-        model, pipeline, PassContext(), verify_each=verify, verifier=check_loads if verify else None
-    )
 
 
 @pytest.mark.parametrize(("name", "opset"), TINY)
@@ -31,18 +28,14 @@ def test_structure(load_sample, name, opset):
     for i in range(2):
         assert {f"past.{i}.key", f"past.{i}.value", f"past.{i}.score"} <= set(inputs)
         assert {f"present.{i}.key", f"present.{i}.value", f"present.{i}.score"} <= set(outputs)
-    ops = sorted(n.op_type for n in m.graph if n.domain == "parekit")
-    want = (
-        ["KvEvictH2O"] * 2
-        + ["KvMaskRemap"]
-        + ["KvSlotMask"] * 2
-        + (["AttentionProbs"] * 2 if opset == 23 else [])
-    )
-    assert ops == sorted(want)
+    ops = (KV_EVICT_H2O, KV_MASK_REMAP, KV_SLOT_MASK, ATTENTION_PROBS)
+    want = {"KvEvictH2O": 2, "KvMaskRemap": 1, "KvSlotMask": 2, "AttentionProbs": 2 if opset == 23 else 0}
+    assert count_ops(m, *ops) == {op.op_type: want[op.op_type] for op in ops}
+    assert sum(1 for n in m.graph if n.domain == PAREKIT_DOMAIN) == sum(want.values()), "no other parekit op"
     mask = next(v for v in m.graph.inputs if v.name == "attention_mask")
-    assert [user.op_type for user, _ in mask.uses()] == ["KvMaskRemap"]
+    assert [KV_MASK_REMAP.matches(user) for user, _ in mask.uses()] == [True]
     for out in m.graph.outputs[1:]:
-        assert out.producer().op_type == "KvEvictH2O"
+        assert KV_EVICT_H2O.matches(out.producer())
     (report,) = result.reports
     assert report.extra["group"] == (2 if name == "llama-tiny" else 1) and len(report.sites) == 2
 
@@ -55,19 +48,12 @@ def test_identity_configuration_matches_original(load_sample, sample_path, name,
         load_sample(name, opset), f"kv-evict{{budget=64,policy={policy},sink=4,recent=8}}"
     ).model
     base, evict = DecoderSession(sample_path(name, opset)), DecoderSession(model)
-    ids, mask, pos = left_pad(PROMPTS, 0)
-    sa, sb = base.empty_state(2), evict.empty_state(2)
-    for step in range(10):
-        la, sa = base.step(ids, mask, pos, sa)
-        lb, sb = evict.step(ids, mask, pos, sb)
+    for step, (la, lb, sa, sb, mask) in enumerate(decode_side_by_side(base, evict, 10)):
         np.testing.assert_allclose(lb, la, atol=1e-5, rtol=1e-5, err_msg=f"step {step}")
         for k in sa:
             np.testing.assert_array_equal(sb[k], sa[k])
         pads = (sb["past.0.score"] < 0).any(axis=1)  # padding slots, per row
         np.testing.assert_array_equal(pads, mask == 0)
-        ids = la[:, -1:].argmax(-1).astype(np.int64)
-        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], 1)
-        pos = pos[:, -1:] + 1
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -101,13 +87,12 @@ def test_evicted_cache_is_what_attention_reads(load_sample, sample_path, name, o
     )
 
 
+@pytest.mark.slow
 def test_smollm2_structure(load_sample):
     result = _optimize(load_sample("smollm2", 23), "kv-evict{budget=512,policy=snapkv}", verify=False)
-    ops = [n.op_type for n in result.model.graph if n.domain == "parekit"]
-    assert (
-        ops.count("KvEvictSnap") == 30 and ops.count("AttentionProbs") == 30 and ops.count("KvSlotMask") == 30
-    )
-    slot = next(n for n in result.model.graph if n.op_type == "KvSlotMask")
+    ops = (KV_EVICT_SNAP, ATTENTION_PROBS, KV_SLOT_MASK)
+    assert count_ops(result.model, *ops) == {op.op_type: 30 for op in ops}
+    slot = next(n for n in result.model.graph if KV_SLOT_MASK.matches(n))
     assert slot.attributes["group"].value == 3  # 9 query heads on 3 KV heads
     assert result.reports[0].extra["kv_heads"] == 3
 

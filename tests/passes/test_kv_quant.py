@@ -5,34 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parekit.backends.ort import check_loads
 from parekit.errors import OptionError, PassNotApplicableError
-from parekit.passes.base import PassContext
-from parekit.passes.manager import run_pipeline
-from parekit.runtime import DecoderSession, left_pad
+from parekit.ops import PAREKIT_DOMAIN
+from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE
+from parekit.ops.kv_quant import KV_QUANT_KEY, KV_QUANT_VALUE
+from parekit.runtime import DecoderSession
 
-TINY = [(name, opset) for name in ("llama-tiny", "gpt2-tiny") for opset in (18, 23)]
-PROMPTS = [[11, 42, 7, 300, 5, 99, 123, 8, 64, 1, 2], [17, 2, 250, 4]]
+from .harness import TINY_DECODERS as TINY
+from .harness import count_ops, decode_side_by_side
+from .harness import optimize as _optimize
+
 PARTS = ("codes", "scale", "min", "res")
-
-
-def _optimize(model, pipeline, verify=True):
-    return run_pipeline(
-        model, pipeline, PassContext(), verify_each=verify, verifier=check_loads if verify else None
-    )
-
-
-def _decode_side_by_side(base: DecoderSession, other: DecoderSession, steps: int = 12):
-    """Greedy decode of the padded batch with both models fed the same tokens; yields both logits and states."""
-    ids, mask, pos = left_pad(PROMPTS, 0)
-    sa, sb = base.empty_state(2), other.empty_state(2)
-    for _ in range(steps):
-        la, sa = base.step(ids, mask, pos, sa)
-        lb, sb = other.step(ids, mask, pos, sb)
-        yield la, lb, sa, sb
-        ids = la[:, -1:].argmax(-1).astype(np.int64)
-        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], 1)
-        pos = pos[:, -1:] + 1
+QUANT_OPS = (KV_DEQUANT_KEY, KV_DEQUANT_VALUE, KV_QUANT_KEY, KV_QUANT_VALUE)
 
 
 @pytest.mark.parametrize(("name", "opset"), TINY)
@@ -48,11 +32,11 @@ def test_structure(load_sample, name, opset):
                 assert f"past.{i}.{role}.{part}" in inputs and f"present.{i}.{role}.{part}" in outputs
     assert inputs["past.0.key.codes"].dtype.name == "INT8" and inputs["past.0.key.codes"].shape[3] == 8
     assert inputs["past.0.value.scale"].dtype.name == "FLOAT16" and inputs["past.0.value.scale"].shape[3] == 2
-    ops = [n.op_type for n in m.graph if n.domain == "parekit"]
-    assert sorted(ops) == sorted(["KvDequantKey", "KvDequantValue", "KvQuantKey", "KvQuantValue"] * 2)
+    assert count_ops(m, *QUANT_OPS) == {op.op_type: 2 for op in QUANT_OPS}
+    assert sum(1 for n in m.graph if n.domain == PAREKIT_DOMAIN) == 8, "no other parekit op"
     # the dequantized cache replaces the float past everywhere (the Concat and the exported shape reads)
     for node in m.graph:
-        if node.op_type == "KvDequantKey":
+        if KV_DEQUANT_KEY.matches(node):
             readers = {user.op_type for user, _ in node.outputs[0].uses()}
             assert "Concat" in readers
     (report,) = result.reports
@@ -64,7 +48,7 @@ def test_structure(load_sample, name, opset):
 def test_residual_covering_the_context_is_exact(load_sample, sample_path, name, opset):
     model = _optimize(load_sample(name, opset), "kv-quant{bits=4,group=4,residual=64}").model
     base, quant = DecoderSession(sample_path(name, opset)), DecoderSession(model)
-    for la, lb, sa, sb in _decode_side_by_side(base, quant):
+    for la, lb, sa, sb, _ in decode_side_by_side(base, quant):
         np.testing.assert_allclose(lb, la, atol=1e-5, rtol=1e-5)
         np.testing.assert_array_equal(sb["past.1.value.res"], sa["past.1.value"])
         assert sb["past.1.value.codes"].shape[2] == 0
@@ -77,7 +61,7 @@ def test_quantized_cache_stays_close(load_sample, sample_path, name, opset, bits
     model = _optimize(load_sample(name, opset), f"kv-quant{{bits={bits},group=4,residual=2}}").model
     base, quant = DecoderSession(sample_path(name, opset)), DecoderSession(model)
     worst, quantized = 1.0, 0
-    for la, lb, _, sb in _decode_side_by_side(base, quant):
+    for la, lb, _, sb, _ in decode_side_by_side(base, quant):
         a, b = la[:, -1].astype(np.float64), lb[:, -1].astype(np.float64)
         worst = min(
             worst, float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min())
@@ -92,19 +76,19 @@ def test_quantized_cache_stays_close(load_sample, sample_path, name, opset, bits
 def test_state_bytes_shrink(load_sample, sample_path):
     model = _optimize(load_sample("llama-tiny", 23), "kv-quant{bits=4,group=16,residual=0}").model
     states = list(
-        _decode_side_by_side(DecoderSession(sample_path("llama-tiny", 23)), DecoderSession(model), steps=6)
+        decode_side_by_side(DecoderSession(sample_path("llama-tiny", 23)), DecoderSession(model), steps=6)
     )
-    _, _, sa, sb = states[-1]  # 16 tokens seen: one whole group quantized, nothing left in float
+    _, _, sa, sb, _ = states[-1]  # 16 tokens seen: one whole group quantized, nothing left in float
     full = sum(v.nbytes for v in sa.values())
     quant = sum(v.nbytes for v in sb.values())
     # per token and head: 16 channels x 4 bits x 2 (K, V) = 16 B, + float16 scale/min: 2*2*16/16 (K) + 2*2*1 (V)
     assert quant / full == pytest.approx((16 + 4 + 4) / (2 * 16 * 4))
 
 
+@pytest.mark.slow
 def test_smollm2_structure(load_sample):
     result = _optimize(load_sample("smollm2", 23), "kv-quant{bits=4,group=32,residual=32}", verify=False)
-    ops = [n.op_type for n in result.model.graph if n.domain == "parekit"]
-    assert len(ops) == 4 * 30
+    assert count_ops(result.model, *QUANT_OPS) == {op.op_type: 30 for op in QUANT_OPS}
     inputs = {v.name: v for v in result.model.graph.inputs}
     codes = inputs["past.29.key.codes"].shape
     assert (codes[1], codes[3]) == (3, 32)  # 3 KV heads, 64 channels packed two per byte

@@ -5,19 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parekit.backends.ort import check_loads
 from parekit.errors import OptionError, PassNotApplicableError
-from parekit.ops.kv_window import keep_window_reference
-from parekit.passes.base import PassContext
-from parekit.passes.manager import run_pipeline
-from parekit.runtime import DecoderSession, generate, left_pad
+from parekit.ops.kv_window import KV_WINDOW, keep_window_reference
+from parekit.ops.kv_window_mask import KV_WINDOW_MASK
+from parekit.runtime import DecoderSession, generate
 
-TINY = [(name, opset) for name in ("llama-tiny", "gpt2-tiny") for opset in (18, 23)]
-PROMPTS = [[11, 42, 7, 300, 5, 99, 123, 8, 64, 1, 2], [17, 2, 250, 4]]
-
-
-def _optimize(model, pipeline):
-    return run_pipeline(model, pipeline, PassContext(), verify_each=True, verifier=check_loads)
+from .harness import PROMPTS, decode_side_by_side, op_nodes
+from .harness import TINY_DECODERS as TINY
+from .harness import optimize as _optimize
 
 
 @pytest.mark.parametrize(("name", "opset"), TINY)
@@ -28,8 +23,8 @@ def test_structure(load_sample, name, opset):
     result = _optimize(model, "kv-window{sink=2,window=6}")
     m = result.model
     assert [v.name for v in m.graph.inputs] == inputs and [v.name for v in m.graph.outputs] == outputs
-    windows = [n for n in m.graph if n.domain == "parekit" and n.op_type == "KvWindow"]
-    masks = [n for n in m.graph if n.domain == "parekit" and n.op_type == "KvWindowMask"]
+    windows = op_nodes(m, KV_WINDOW)
+    masks = op_nodes(m, KV_WINDOW_MASK)
     assert len(windows) == 4 and len(masks) == 1
     for out in m.graph.outputs[1:]:  # every present.* comes out of a KvWindow that reads the Concat
         producer = out.producer()
@@ -52,17 +47,11 @@ def test_structure(load_sample, name, opset):
 def test_identity_configuration_matches_original(load_sample, sample_path, name, opset):
     model = _optimize(load_sample(name, opset), "kv-window{sink=4,window=64}").model
     base, win = DecoderSession(sample_path(name, opset)), DecoderSession(model)
-    ids, mask, pos = left_pad(PROMPTS, 0)
-    sa, sb = base.empty_state(2), win.empty_state(2)
-    for step in range(12):  # 11 prompt tokens + 12 steps < 68: nothing is evicted
-        la, sa = base.step(ids, mask, pos, sa)
-        lb, sb = win.step(ids, mask, pos, sb)
+    # 11 prompt tokens + 12 steps < 68: nothing is evicted
+    for step, (la, lb, sa, sb, _) in enumerate(decode_side_by_side(base, win, 12)):
         np.testing.assert_allclose(lb, la, atol=1e-5, rtol=1e-5, err_msg=f"step {step}")
         for k in sa:
             np.testing.assert_array_equal(sb[k], sa[k])
-        ids = la[:, -1:].argmax(-1).astype(np.int64)
-        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], 1)
-        pos = pos[:, -1:] + 1
 
 
 def _oracle_step_logits(base: DecoderSession, tokens: np.ndarray, prefill: int, sink: int, window: int):
