@@ -97,8 +97,7 @@ def test_map_is_json_ready(load_sample):
     assert d["num_layers"] == 2 and '"present.1.key"' in text
 
 
-def _capture_hf(module_factory, kwargs, opset):
-    torch = pytest.importorskip("torch")
+def _capture_hf(torch, module_factory, kwargs, opset):
     from parekit.frontends.torch_capture import capture
 
     torch.manual_seed(0)
@@ -108,9 +107,8 @@ def _capture_hf(module_factory, kwargs, opset):
 
 @pytest.mark.slow  # exports a Llama with torch on every run (~10-50 s)
 @pytest.mark.parametrize("opset", [18, 23])
-def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
+def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(torch, opset):
     """GQA heads are read from the key path when there is no past input; unnamed nodes get names."""
-    torch = pytest.importorskip("torch")
     import transformers as tf
 
     cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -125,7 +123,7 @@ def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     ids = torch.randint(0, 500, (2, 5))
-    model = _capture_hf(NoCache, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, opset)
+    model = _capture_hf(torch, NoCache, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, opset)
     for node in model.graph:
         node.name = None
     mm = discover(model)
@@ -135,14 +133,13 @@ def test_grouped_kv_heads_without_a_cache_and_unnamed_nodes(opset):
 
 
 @pytest.mark.slow  # exports a BERT with torch on every run (~10-20 s)
-def test_token_type_ids_are_not_positions():
-    torch = pytest.importorskip("torch")
+def test_token_type_ids_are_not_positions(torch):
     import transformers as tf
 
     cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                         vocab_size=500)
     ids = torch.randint(0, 500, (2, 5))
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    mm = discover(_capture_hf(lambda: tf.BertModel(cfg).eval(), kwargs, 18))
+    mm = discover(_capture_hf(torch, lambda: tf.BertModel(cfg).eval(), kwargs, 18))
     assert mm.inputs == {"input_ids": "input_ids", "token_type_ids": "token_type_ids", "attention_mask": "attention_mask"}
     assert (mm.kind, mm.num_layers, mm.num_heads) == ("encoder", 2, 4)

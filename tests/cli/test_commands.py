@@ -173,7 +173,8 @@ def test_text_data_on_an_image_sample_says_why(run_cli, sample_path, tmp_path):
 @pytest.mark.parametrize("opset", [18, 23])
 @pytest.mark.parametrize(
     ("name", "layers", "heads", "kv_heads"),
-    [("minilm", 6, 12, 12), ("vit", 12, 12, 12), ("gpt2-tiny", 2, 4, 4), ("llama-tiny", 2, 4, 2), ("smollm2", 30, 9, 3)],
+    [("minilm", 6, 12, 12), ("vit", 12, 12, 12), ("gpt2-tiny", 2, 4, 4), ("llama-tiny", 2, 4, 2),
+     pytest.param("smollm2", 30, 9, 3, marks=pytest.mark.slow)],
 )
 def test_inspect_json_counts_on_every_sample(run_cli, sample_path, name, layers, heads, kv_heads, opset):
     info = json.loads(run_cli("inspect", sample_path(name, opset), "--json").output)
