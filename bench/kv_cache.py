@@ -40,11 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from parekit.backends.save import save_model
+from parekit.data import prose_token_ids
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
 from parekit.passes import PassContext, run_pipeline
 from parekit.passes.registry import list_passes
-from parekit.runtime import DecoderSession, evaluate_perplexity, prose_token_ids
+from parekit.runtime import DecoderSession, evaluate_perplexity
 
 WINDOW = "kv-window{sink=4,window=508}"
 OPTIONAL = [

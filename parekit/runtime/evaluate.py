@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from parekit.data.prose import prose_token_ids  # re-exported: the token stream ``parekit eval`` reads
 from parekit.errors import DataError
 from parekit.runtime.decoder import DecoderSession, state_nbytes
 
@@ -105,22 +106,6 @@ class ModelEval:
         out = dict(self.__dict__)
         out.update(ppl=self.ppl_all, nll=self.nll_all, top1_agreement=self.top1_agreement_all, tokens=self.tokens_all)
         return out
-
-
-def prose_token_ids(tokenizer: Any, n: int) -> list[int]:
-    """The first ``n`` tokens of the standard library's prose (``pydoc_data.topics`` paragraphs).
-
-    Raises:
-        DataError: The prose gives fewer than ``n`` tokens.
-    """
-    from parekit.parity.data import prose_paragraphs
-
-    ids: list[int] = []
-    for paragraph in prose_paragraphs():
-        ids.extend(tokenizer.encode(paragraph + "\n\n", add_special_tokens=False))
-        if len(ids) >= n:
-            return ids[:n]
-    raise DataError(f"the prose only gives {len(ids)} tokens, {n} were asked for")
 
 
 def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
