@@ -9,9 +9,9 @@ prose, a 16-token prefill, then one token per decode step (the generation path, 
 are exercised for real), models interleaved step by step so that they share the machine's load.
 Reported per model: perplexity and next-token top-1 agreement with the full cache over the decode
 positions (the tokens fed one per step after the prefill; the JSON also holds the all-positions numbers,
-``*_all``, which a long prefill dilutes), KV bytes fed at the
-last step (everything the cache carries across the graph boundary), its ratio to the full cache, and
-decode ms/step at the end of the context (median of the last ``--tail`` steps) with the speed-up.
+``*_all``, which a long prefill dilutes), KV bytes fed at the last step (everything the cache carries
+across the graph boundary), its ratio to the full cache, and decode ms/step at the end of the context
+(median of the last ``--tail`` steps) with the speed-up.
 
 Timings are sensitive to machine load, perplexity and agreement are not. ``--timing-only`` re-measures
 just the decode step at the end of the context (a one-shot prefill of ``ctx - steps`` tokens gives the
