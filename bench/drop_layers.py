@@ -19,9 +19,10 @@ from parekit.backends.ort import check_loads
 from parekit.backends.save import save_model
 from parekit.bench import bench_models
 from parekit.calibration import CalibrationSet
+from parekit.data import prose_paragraphs
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
-from parekit.parity import compare_models, prose_paragraphs
+from parekit.parity import compare_models
 from parekit.passes import PassContext, run_pipeline
 
 CONFIGS = ["drop-layers{count=1}", "drop-layers{count=2}", "drop-layers{layers=[4,5]}", "drop-layers{count=3}"]

@@ -7,9 +7,11 @@ Every configuration is applied to the same export, then all models are evaluated
 :func:`parekit.runtime.evaluate_perplexity`: the first ``--ctx`` tokens of the ``pydoc_data.topics``
 prose, a 16-token prefill, then one token per decode step (the generation path, so compressed caches
 are exercised for real), models interleaved step by step so that they share the machine's load.
-Reported per model: perplexity, next-token top-1 agreement with the full cache, KV bytes fed at the
-last step (everything the cache carries across the graph boundary), its ratio to the full cache, and
-decode ms/step at the end of the context (median of the last ``--tail`` steps) with the speed-up.
+Reported per model: perplexity and next-token top-1 agreement with the full cache over the decode
+positions (the tokens fed one per step after the prefill; the JSON also holds the all-positions numbers,
+``*_all``, which a long prefill dilutes), KV bytes fed at the last step (everything the cache carries
+across the graph boundary), its ratio to the full cache, and decode ms/step at the end of the context
+(median of the last ``--tail`` steps) with the speed-up.
 
 Timings are sensitive to machine load, perplexity and agreement are not. ``--timing-only`` re-measures
 just the decode step at the end of the context (a one-shot prefill of ``ctx - steps`` tokens gives the
@@ -38,11 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from parekit.backends.save import save_model
+from parekit.data import prose_token_ids
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
 from parekit.passes import PassContext, run_pipeline
 from parekit.passes.registry import list_passes
-from parekit.runtime import DecoderSession, evaluate_perplexity, prose_token_ids
+from parekit.runtime import DecoderSession, evaluate_perplexity
 
 WINDOW = "kv-window{sink=4,window=508}"
 OPTIONAL = [
@@ -81,22 +84,32 @@ def render(
         if timing_only
         else f"{prefill}-token prefill, then one token per decode step"
     )
+    decoded = ctx - 1 - prefill
     lines = [
         f"SmolLM2-135M-Instruct (real weights), opset {opset}, ORT CPU ({platform.machine()}, "
         f"{platform.python_version()}), {ctx} tokens of `pydoc_data.topics` prose: {how}; "
-        f"models interleaved in one run ({seconds / 60:.1f} min).",
+        f"models interleaved in one run ({seconds / 60:.1f} min). "
+        f"ppl and top-1 agreement over the {decoded} decode positions ({prefill} … {ctx - 2}: the tokens fed "
+        f"through decode steps after the prefill, the positions a cache pass changes); the prefill's "
+        f"{prefill} predictions are left out.",
         "",
-        "| pass | config | ppl | Δppl | top-1 agreement | KV bytes | KV ratio | ms/step | speed-up |",
+        "| pass | config | decode ppl | Δppl | decode top-1 agreement | KV bytes | KV ratio | ms/step | speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         name, _, cfg = r["config"].partition("{")
         lines.append(
-            f"| {name} | {('{' + cfg) if cfg else '-'} | {r['ppl']:.3f} | {100 * (r['ppl'] / base['ppl'] - 1):+.2f}% | "
-            f"{100 * r['top1_agreement']:.2f}% | {r['kv_bytes'] / 2**20:.2f} MiB | "
+            f"| {name} | {('{' + cfg) if cfg else '-'} | {r['ppl_decode']:.3f} | "
+            f"{100 * (r['ppl_decode'] / base['ppl_decode'] - 1):+.2f}% | "
+            f"{100 * r['top1_agreement_decode']:.2f}% | {r['kv_bytes'] / 2**20:.2f} MiB | "
             f"{r['kv_bytes'] / max(base['kv_bytes'], 1):.3f} | "
             f"{r['ms_per_step']:.1f} | {base['ms_per_step'] / r['ms_per_step']:.2f}× |"
         )
+    if all(isinstance(r.get("ppl_all"), float) for r in rows):
+        diluted = ", ".join(
+            f"{r['config']} {r['ppl_all']:.3f} ({100 * (r['ppl_all'] / base['ppl_all'] - 1):+.2f}%)" for r in rows
+        )
+        lines += ["", f"For comparison, ppl over all {ctx - 1} positions (prefill included): {diluted}."]
     if floor is not None:
         lines += [
             "",
@@ -173,7 +186,7 @@ def main() -> None:
         if args.timing_only:
             ms, floor = time_decode(sessions, tokens, args.steps)
             prev = {r["config"]: r for r in json.loads(args.merge.read_text())["rows"]} if args.merge else {}
-            empty = {"ppl": float("nan"), "top1_agreement": float("nan"), "kv_bytes": 0}
+            empty = {"ppl_decode": float("nan"), "top1_agreement_decode": float("nan"), "kv_bytes": 0}
             rows = [
                 {**empty, **prev.get(c, {}), "config": c, "ms_per_step": t}
                 for c, t in zip(names, ms, strict=True)
@@ -194,7 +207,10 @@ def main() -> None:
         args.out.write_text(f"# KV-cache passes: benchmark\n\nWritten by `{command}`.\n\n{table}\n{TARGETS}")
     if args.json:
         args.json.write_text(
-            json.dumps({"ctx": args.ctx, "opset": args.opset, "floor_ms": floor, "rows": rows}, indent=2) + "\n"
+            json.dumps(
+                {"ctx": args.ctx, "prefill": args.prefill, "opset": args.opset, "floor_ms": floor, "rows": rows},
+                indent=2,
+            ) + "\n"
         )
 
 

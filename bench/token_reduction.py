@@ -27,10 +27,11 @@ import numpy as np
 from parekit.backends.ort import check_loads
 from parekit.backends.save import save_model
 from parekit.bench import bench_models
+from parekit.data import prose_paragraphs
 from parekit.errors import MissingExtraError
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
-from parekit.parity import compare_models, prose_paragraphs
+from parekit.parity import compare_models
 from parekit.passes import PassContext, run_pipeline
 
 CONFIGS = {

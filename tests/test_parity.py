@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
+from parekit.analysis.input_bounds import int_input_bounds
 from parekit.backends.ort import OrtRunner
 from parekit.backends.specs import TensorSpec
 from parekit.errors import DataError, ParityError
@@ -20,7 +21,6 @@ from parekit.parity import (
     compare_arrays,
     compare_models,
     compare_to_golden,
-    int_input_bounds,
     load_feeds_npz,
     load_golden,
     load_npz,
@@ -89,6 +89,17 @@ def test_prose_paragraphs_deterministic_and_clean() -> None:
 
 def test_int_input_bounds_follow_casts_to_gathers() -> None:
     assert int_input_bounds(_lm()) == {"input_ids": VOCAB, "token_type_ids": 2}
+
+
+def test_moved_names_stay_importable_from_parity() -> None:
+    """Earlier callers import these from parekit.parity / parekit.parity.data; they are the moved functions."""
+    from parekit import data, parity
+    from parekit.parity import data as pdata
+    from parekit.parity import npz
+
+    assert parity.int_input_bounds is pdata.int_input_bounds is int_input_bounds
+    assert parity.prose_paragraphs is pdata.prose_paragraphs is data.prose_paragraphs
+    assert pdata.save_npz is npz.save_npz and pdata.load_feeds_npz is npz.load_feeds_npz
 
 
 def test_random_feeds_respect_dtypes_dims_and_bounds() -> None:

@@ -154,3 +154,18 @@ def test_failed_move_restores_previous_files(tmp_path: Path, monkeypatch: pytest
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="does not exist"):
         save_model(_model(), tmp_path / "nope" / "m.onnx")
+
+
+def test_atomic_output_all_or_nothing(tmp_path: Path) -> None:
+    from parekit.atomic import atomic_output
+
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_output(dest) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("write failed")
+    assert dest.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with atomic_output(dest) as tmp:
+        assert tmp.parent == tmp_path and tmp != dest
+        tmp.write_bytes(b"new")
+    assert dest.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

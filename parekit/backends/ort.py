@@ -2,26 +2,27 @@
 
 :class:`OrtRunner` wraps one ``InferenceSession`` with input specs read from the ONNX graph (so
 symbolic dim names such as ``"batch"`` are kept) and feed checks that name what is wrong.
-:func:`check_loads` is the verifier run after each pass (``--verify-each``).
+:func:`check_loads` (:mod:`parekit.backends.ort_check`) is the verifier run after each pass
+(``--verify-each``); providers and session options are in :mod:`parekit.backends.ort_options`, model
+serialization in :mod:`parekit.backends.ort_source`. Their public names are importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parekit.backends.specs import TensorSpec, specs_from_ir_values, specs_from_proto_values
-from parekit.errors import BackendError, DataError, VerificationError, one_line
+from parekit.backends.ort_check import check_loads
+from parekit.backends.ort_options import Optimization, resolve_providers, session_options
+from parekit.backends.ort_source import PROTO_LIMIT_BYTES, describe, ort_source
+from parekit.backends.specs import TensorSpec
+from parekit.errors import BackendError, DataError, one_line
 
 if TYPE_CHECKING:
-    import onnx
     import onnx_ir as ir
     import onnxruntime
 
@@ -29,52 +30,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Optimization", "OrtRunner", "check_loads", "resolve_providers"]
-
-Optimization = Literal["all", "basic", "extended", "disabled"]
-
-PROTO_LIMIT_BYTES = int(1.8 * 2**30)
-"""In-memory models with more initializer bytes than this are saved to a temporary folder first."""
-
-_PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-    "dml": "DmlExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-}
-_GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
-
-
-def resolve_providers(providers: Sequence[str] | None) -> list[str]:
-    """Turn provider names (full ORT names or short aliases like ``"cuda"``) into ORT names.
-
-    Args:
-        providers: The requested providers in priority order; ``None`` means CPU only.
-
-    Returns:
-        The full provider names.
-
-    Raises:
-        BackendError: A provider is not available in this onnxruntime build.
-    """
-    import onnxruntime as ort
-
-    if not providers:
-        return ["CPUExecutionProvider"]
-    available = ort.get_available_providers()
-    resolved = []
-    for name in providers:
-        full = _PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in available:
-            note = f"available providers: {', '.join(available)}"
-            if full in _GPU_PROVIDERS:
-                note += "; for CUDA/TensorRT install the GPU build: pip install 'parekit[gpu]'"
-            raise BackendError(f"ONNX Runtime execution provider '{full}' is not available", note=note)
-        resolved.append(full)
-    return resolved
+__all__ = [
+    "PROTO_LIMIT_BYTES",
+    "Optimization",
+    "OrtRunner",
+    "check_loads",
+    "resolve_providers",
+    "session_options",
+]
 
 
 class OrtRunner:
@@ -105,8 +68,8 @@ class OrtRunner:
 
         self.providers = resolve_providers(providers)
         options = session_options(optimization, threads)
-        self.name = _describe(model)
-        with _ort_source(model, options) as (source, proto_inputs):
+        self.name = describe(model)
+        with ort_source(model, options) as (source, proto_inputs):
             try:
                 self.session: onnxruntime.InferenceSession = ort.InferenceSession(
                     source, options, providers=self.providers
@@ -208,179 +171,6 @@ class OrtRunner:
         return dict(zip(names, results, strict=True))
 
 
-def check_loads(model: ir.Model, *, optimization: Optimization = "basic") -> None:
-    """Verify a model: the full ONNX checker, then an ONNX Runtime (CPU) session.
-
-    Models whose weights exceed :data:`PROTO_LIMIT_BYTES`, or that read external data, are
-    checked by path from a temporary copy.
-
-    Args:
-        model: The model to verify.
-        optimization: ORT optimization level used for the test session (``"basic"`` also runs
-            constant folding, which catches more type errors than ``"disabled"``).
-
-    Raises:
-        VerificationError: The checker or ORT rejects the model; the message is one line.
-    """
-    import onnx
-    import onnxruntime as ort
-
-    options = session_options(optimization, None)
-    with _serialized(model, options) as (source, proto):
-        try:
-            onnx.checker.check_model(_checkable(proto) if proto is not None else source, full_check=True)
-        except Exception as exc:
-            raise VerificationError(
-                f"model '{_model_name(model)}' fails the ONNX checker: {one_line(exc)}"
-            ) from exc
-        try:
-            ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise VerificationError(
-                f"model '{_model_name(model)}' does not load in ONNX Runtime: {one_line(exc)}"
-            ) from exc
-
-
-def _checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``proto`` that the checker can take from memory.
-
-    The checker resolves external data relative to a model *path*, which an in-memory proto does
-    not have; external initializers are turned into graph inputs of the same type and shape for
-    the check (their files were checked at load time and ORT reads them right after).
-    """
-    import onnx
-
-    graph = proto.graph
-    external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if not external:
-        return proto
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    names = {t.name for t in external}
-    kept = [t for t in copy.graph.initializer if t.name not in names]
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(kept)
-    input_names = {i.name for i in copy.graph.input}
-    for tensor in external:
-        if tensor.name not in input_names:
-            copy.graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-            )
-    return copy
-
-
-def session_options(optimization: Optimization, threads: int | None) -> onnxruntime.SessionOptions:
-    """ORT session options for an optimization level and thread count.
-
-    Raises:
-        BackendError: The optimization level is not one of all/basic/extended/disabled.
-    """
-    import onnxruntime as ort
-
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }
-    if optimization not in levels:
-        raise BackendError(
-            f"unknown ONNX Runtime optimization level '{optimization}'",
-            note=f"choose one of {', '.join(levels)}",
-        )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = levels[optimization]
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return options
-
-
-# --------------------------------------------------------------------------------------------
-# Model sources
-
-
-@contextlib.contextmanager
-def _ort_source(
-    model: ModelSource, options: onnxruntime.SessionOptions
-) -> Iterator[tuple[str | bytes, list[TensorSpec]]]:
-    """Yield what ``InferenceSession`` takes (a path or bytes) and the graph's input specs."""
-    import onnx
-
-    if isinstance(model, bytes):
-        try:
-            proto = onnx.load_model_from_string(model)
-        except Exception as exc:
-            raise BackendError(f"the model bytes are not a valid ONNX model: {one_line(exc)}") from exc
-        yield model, specs_from_proto_values(proto.graph.input)
-    elif isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise BackendError(f"{path}: no such model file")
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:
-            raise BackendError(f"{path}: not a valid ONNX model: {one_line(exc)}") from exc
-        yield str(path), specs_from_proto_values(proto.graph.input)
-    else:
-        specs = specs_from_ir_values(model.graph.inputs)
-        with _serialized(model, options) as (source, _proto):
-            yield source, specs
-
-
-@contextlib.contextmanager
-def _serialized(
-    model: ir.Model, options: onnxruntime.SessionOptions
-) -> Iterator[tuple[str | bytes, onnx.ModelProto | None]]:
-    """Yield the model as bytes (with its proto), or as a path in a temporary folder if too large.
-
-    Bytes are used when the inline weights fit in a protobuf and external tensors (if any) all
-    live in one folder (``options`` then tells ORT that folder); otherwise the model is saved
-    with external data to a temporary folder that is removed afterwards.
-    """
-    import onnx_ir as ir
-
-    from parekit.backends.save import loadable_ir_version, save_model
-
-    folders = _external_folders(model)
-    if _inline_bytes(model) <= PROTO_LIMIT_BYTES and len(folders) <= 1:
-        if folders:
-            options.add_session_config_entry(
-                "session.model_external_initializers_file_folder_path", next(iter(folders))
-            )
-        with loadable_ir_version(model):
-            proto = ir.to_proto(model)
-        yield proto.SerializeToString(), proto
-        return
-    with tempfile.TemporaryDirectory(prefix="parekit-", ignore_cleanup_errors=True) as tmp:
-        path = save_model(model, Path(tmp) / "model.onnx", external_data=True)
-        logger.debug("serialized %s to %s for ONNX Runtime", _model_name(model), path)
-        yield str(path), None
-
-
-def _external_folders(model: ir.Model) -> set[str]:
-    import onnx_ir as ir
-
-    return {
-        os.fspath(v.const_value.base_dir)
-        for g in model.graphs()
-        for v in g.initializers.values()
-        if isinstance(v.const_value, ir.ExternalTensor)
-    }
-
-
-def _inline_bytes(model: ir.Model) -> int:
-    import onnx_ir as ir
-
-    return sum(
-        v.const_value.nbytes
-        for g in model.graphs()
-        for v in g.initializers.values()
-        if v.const_value is not None and not isinstance(v.const_value, ir.ExternalTensor)
-    )
-
-
 def _select_specs(graph_specs: list[TensorSpec], session: Any) -> list[TensorSpec]:
     """Keep the graph inputs ORT asks for (old models list initializers among the inputs)."""
     by_name = {s.name: s for s in graph_specs}
@@ -408,19 +198,5 @@ def _ort_dtype(type_str: str) -> np.dtype:
     return np.dtype(mapping.get(type_str, np.float32))
 
 
-def _describe(model: ModelSource) -> str:
-    if isinstance(model, bytes):
-        return "<model bytes>"
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    return f"model '{_model_name(model)}'"
-
-
-def _model_name(model: ir.Model) -> str:
-    return model.graph.name or "main_graph"
-
-
 def _dims_text(shape: tuple[object, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-

@@ -49,13 +49,6 @@ def loadable_ir_version(model: ir.Model) -> Iterator[None]:
         model.ir_version = old
 
 
-def give_default_mode(path: str | os.PathLike[str]) -> None:
-    """Give a file made by :func:`tempfile.mkstemp` (mode 0600) the mode a plain ``open()`` would: 0666 - umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_model(model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
     """Write a model to ``path`` atomically.
 

@@ -2,7 +2,8 @@
 
 Uses the torch.export-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``), which returns
 an ``ONNXProgram`` whose ``.model`` already is an ``onnx_ir.Model``: no protobuf round trip.
-torch is an optional dependency (extra ``samples``), imported lazily.
+torch is an optional dependency (extra ``samples``), imported lazily. The exporter's third-party
+warnings and log lines go to this module's logger at DEBUG (:mod:`parekit.frontends.export_log`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import onnx_ir as ir
 
 from parekit.errors import MissingExtraError, ModelLoadError
+from parekit.frontends.export_log import third_party_to_debug
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +64,18 @@ def capture(
     if opset not in SUPPORTED_OPSETS:
         raise ModelLoadError(f"opset {opset} is not supported by the torch frontend", note="use 18 or 23")
     try:
-        program = torch.onnx.export(
-            module,
-            args,
-            kwargs=dict(kwargs or {}),
-            dynamo=True,
-            opset_version=opset,
-            dynamic_shapes=dynamic_shapes,
-            input_names=list(input_names) if input_names else None,
-            output_names=list(output_names) if output_names else None,
-            verbose=False,
-        )
+        with third_party_to_debug(logger):  # exporter warnings and log lines: under -vv, not on the terminal
+            program = torch.onnx.export(
+                module,
+                args,
+                kwargs=dict(kwargs or {}),
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                input_names=list(input_names) if input_names else None,
+                output_names=list(output_names) if output_names else None,
+                verbose=False,
+            )
     except Exception as exc:  # the exporter raises many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # first line only
         raise ModelLoadError(f"torch export of {type(module).__name__} failed: {first}") from exc

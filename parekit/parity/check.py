@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parekit.errors import ParityError
-from parekit.parity.data import load_npz, save_npz
 from parekit.parity.metrics import METRICS, MetricAccumulator
+from parekit.parity.npz import load_npz, save_npz
 from parekit.parity.thresholds import Thresholds
 
 if TYPE_CHECKING:

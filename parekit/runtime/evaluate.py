@@ -12,9 +12,17 @@ chunk attend to each other and to the whole cache before it is compressed again,
 up to ``chunk - 1`` more tokens than in generation: slightly optimistic for kv-window/kv-evict, exact
 for the full cache. Reported numbers use ``chunk = 1``.
 
-Per model: perplexity over the predicted tokens ``x[1:N]``, top-1 agreement of its argmax with the first
-model's (same positions), KV bytes fed at the last step (all ``past*`` arrays), and decode ms/step at the
-end of the context (median of the last ``tail`` steps, models interleaved so that they share machine load).
+Per model, perplexity and top-1 agreement of its argmax with the first model's, each over two sets of
+positions (a position ``i`` predicts token ``x[i+1]``; the last one predicts nothing):
+
+- **decode positions** ``p … N-2`` (``*_decode`` fields): the tokens fed through decode steps after the
+  prefill, ``N - 1 - p`` predictions. This is what a cache pass changes: the prefill attends to its own
+  tokens in full, whatever the pass does to the cache it leaves behind.
+- **all positions** ``0 … N-2`` (``*_all`` fields): the prefill's ``p`` predictions included. With a long
+  prefill these dilute any difference between caches (``p = 1536`` of ``N = 2048``: 1,536 of 2,047).
+
+Also per model: KV bytes fed at the last step (all ``past*`` arrays), and decode ms/step at the end of the
+context (median of the last ``tail`` steps, models interleaved so that they share machine load).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from parekit.data.prose import prose_token_ids  # re-exported: the token stream ``parekit eval`` reads
 from parekit.errors import DataError
 from parekit.runtime.decoder import DecoderSession, state_nbytes
 
@@ -40,42 +49,63 @@ logger = logging.getLogger(__name__)
 class ModelEval:
     """Result for one model.
 
+    ``*_decode`` fields cover the decode positions (fed after the prefill), ``*_all`` fields every
+    predicting position (prefill included); see the module docstring.
+
     Attributes:
         model: Its name (path).
-        ppl: Perplexity over the predicted tokens.
-        nll: Mean negative log-likelihood (nats per token).
-        top1_agreement: Fraction of positions where the argmax equals the first model's (1.0 for it).
+        ppl_decode: Perplexity over the decode positions (``nan`` when there are none).
+        nll_decode: Mean negative log-likelihood over the decode positions (nats per token).
+        top1_agreement_decode: Fraction of decode positions where the argmax equals the first model's.
+        tokens_decode: Decode positions counted (``N - 1 - prefill``).
+        ppl_all: Perplexity over all positions.
+        nll_all: Mean negative log-likelihood over all positions (nats per token).
+        top1_agreement_all: Fraction of all positions where the argmax equals the first model's.
+        tokens_all: Positions counted (``N - 1``).
         kv_bytes: Bytes of all ``past*`` state fed at the last step.
         ms_per_step: Median decode step time (ms) over the last ``tail`` steps.
-        tokens: Predicted tokens counted.
     """
 
     model: str
-    ppl: float
-    nll: float
-    top1_agreement: float
+    ppl_decode: float
+    nll_decode: float
+    top1_agreement_decode: float
+    tokens_decode: int
+    ppl_all: float
+    nll_all: float
+    top1_agreement_all: float
+    tokens_all: int
     kv_bytes: int
     ms_per_step: float
-    tokens: int
+
+    # Aliases of the all-positions numbers under their former names, kept for callers that predate the
+    # split (the CLI's ``eval`` table and JSON); new code names the positions it means.
+    @property
+    def ppl(self) -> float:
+        """Alias of :attr:`ppl_all`."""
+        return self.ppl_all
+
+    @property
+    def nll(self) -> float:
+        """Alias of :attr:`nll_all`."""
+        return self.nll_all
+
+    @property
+    def top1_agreement(self) -> float:
+        """Alias of :attr:`top1_agreement_all`."""
+        return self.top1_agreement_all
+
+    @property
+    def tokens(self) -> int:
+        """Alias of :attr:`tokens_all`."""
+        return self.tokens_all
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def prose_token_ids(tokenizer: Any, n: int) -> list[int]:
-    """The first ``n`` tokens of the standard library's prose (``pydoc_data.topics`` paragraphs).
-
-    Raises:
-        DataError: The prose gives fewer than ``n`` tokens.
-    """
-    from parekit.parity.data import prose_paragraphs
-
-    ids: list[int] = []
-    for paragraph in prose_paragraphs():
-        ids.extend(tokenizer.encode(paragraph + "\n\n", add_special_tokens=False))
-        if len(ids) >= n:
-            return ids[:n]
-    raise DataError(f"the prose only gives {len(ids)} tokens, {n} were asked for")
+        """The fields as a JSON-ready dict, plus the former names ``ppl``/``nll``/``top1_agreement``/``tokens``
+        (all positions) for consumers that predate the split."""
+        out = dict(self.__dict__)
+        out.update(ppl=self.ppl_all, nll=self.nll_all, top1_agreement=self.top1_agreement_all, tokens=self.tokens_all)
+        return out
 
 
 def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -97,7 +127,7 @@ def evaluate_perplexity(
     """Teacher-forced perplexity of each model on ``tokens``, through prefill + decode steps.
 
     Args:
-        sessions: The models; the first is the reference of ``top1_agreement``.
+        sessions: The models; the first is the reference of the top-1 agreement.
         tokens: The context (batch 1), ``N = len(tokens)``.
         prefill: Tokens of the first (prefill) step.
         chunk: Tokens per decode step.
@@ -105,7 +135,7 @@ def evaluate_perplexity(
         progress: Show a progress bar (stderr, terminals only).
 
     Returns:
-        One :class:`ModelEval` per session, in order.
+        One :class:`ModelEval` per session, in order: decode-position and all-position numbers.
 
     Raises:
         DataError: No models, fewer than 2 tokens, or bad ``prefill``/``chunk``.
@@ -122,11 +152,10 @@ def evaluate_perplexity(
     ids = np.asarray(tokens, dtype=np.int64)[None, :]
     bounds = [(0, prefill)] + [(s, min(s + chunk, n)) for s in range(prefill, n, chunk)]
     states = [s.empty_state(1) for s in sessions]
-    nll = [0.0] * len(sessions)
-    agree = [0] * len(sessions)
+    nll = np.zeros((len(sessions), n - 1))  # per model, per predicting position
+    agree = np.zeros((len(sessions), n - 1), dtype=bool)
     times: list[list[float]] = [[] for _ in sessions]
     fed_bytes = [0] * len(sessions)
-    counted = 0
     bar = task = None
     if progress:
         from parekit.progress import progress_bar
@@ -140,6 +169,7 @@ def evaluate_perplexity(
             mask = np.ones((1, hi), dtype=np.int64)
             positions = np.arange(lo, hi, dtype=np.int64)[None, :]
             targets = ids[0, lo + 1 : hi + 1]  # the last position of the context has no target
+            where = slice(lo, lo + len(targets))
             order = list(range(len(sessions)))
             order = order[index % len(order) :] + order[: index % len(order)]  # rotate who runs first
             preds: dict[int, np.ndarray] = {}
@@ -149,11 +179,10 @@ def evaluate_perplexity(
                 if index > 0:
                     times[k].append(sessions[k].last_step_s)
                 row = logits[0, : len(targets)]
-                nll[k] -= float(_log_softmax_at(row, targets).sum())
+                nll[k, where] = -_log_softmax_at(row, targets)
                 preds[k] = row.argmax(-1)
             for k in range(len(sessions)):
-                agree[k] += int((preds[k] == preds[0]).sum())
-            counted += len(targets)
+                agree[k, where] = preds[k] == preds[0]
             if bar is not None:
                 bar.advance(task)
     finally:
@@ -161,17 +190,22 @@ def evaluate_perplexity(
             bar.stop()
     results = []
     for k, session in enumerate(sessions):
-        mean = nll[k] / counted
+        decode_nll = float(nll[k, prefill:].mean()) if n - 1 > prefill else float("nan")
+        all_nll = float(nll[k].mean())
         last = times[k][-tail:]
         results.append(
             ModelEval(
                 model=session.name,
-                ppl=math.exp(mean),
-                nll=mean,
-                top1_agreement=agree[k] / counted,
+                ppl_decode=math.exp(decode_nll),
+                nll_decode=decode_nll,
+                top1_agreement_decode=float(agree[k, prefill:].mean()) if n - 1 > prefill else float("nan"),
+                tokens_decode=n - 1 - prefill,
+                ppl_all=math.exp(all_nll),
+                nll_all=all_nll,
+                top1_agreement_all=float(agree[k].mean()),
+                tokens_all=n - 1,
                 kv_bytes=fed_bytes[k],
                 ms_per_step=1e3 * statistics.median(last) if last else float("nan"),
-                tokens=counted,
             )
         )
     return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,16 @@ def test_capture_module_and_exported_program(as_program):
 def test_unsupported_opset_is_refused():
     with pytest.raises(ModelLoadError, match="opset 12"):
         capture(Tiny(), (torch.randn(1, 2, 8),), opset=12)
+
+
+def test_exporter_noise_goes_to_debug(capfd, caplog):
+    class Two(torch.nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    caplog.set_level(logging.DEBUG, logger="parekit")
+    x = torch.randn(2, 5)
+    capture(Two().eval(), (x, x), dynamic_shapes={"x": {0: "batch"}, "y": {0: "batch"}}, output_names=["z"])
+    assert capfd.readouterr().err == ""  # the axis-name UserWarning (and friends) are not printed ...
+    debug = [r.getMessage() for r in caplog.records if r.name == "parekit.frontends.torch_capture"]
+    assert any("The axis name: batch will not be used" in m for m in debug)  # ... they are logged at DEBUG
