@@ -21,10 +21,11 @@ import networkx as nx
 
 # Room -> the rooms it may import (besides itself). A room is the first component under ``parekit``;
 # ``parekit`` itself is the package's __init__ (its version string).
-LEAVES = {"errors", "progress", "parekit"}
+LEAVES = {"errors", "progress", "atomic", "parekit"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "progress": set(),
+    "atomic": set(),
     "parekit": {"errors"},
     "data": set(),
     "ops": set(),

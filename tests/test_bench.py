@@ -56,7 +56,6 @@ def test_report_structure(models: list[Path]) -> None:
     for m in report.models:
         assert m.runs == 3 * 2
         assert 0 < m.p10_ms <= m.median_ms <= m.p90_ms
-        assert m.mean_ms > 0
         assert m.peak_rss_mib is None
     first, second = report.models
     assert first.ratio == 1.0

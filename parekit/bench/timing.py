@@ -104,8 +104,9 @@ class BenchReport:
 
     def render(self) -> Table:
         """A rich table with one row per model."""
-        from rich.markup import escape
         from rich.table import Table
+
+        from parekit.errors import ECHO_LIMIT, escape
 
         table = Table(
             title=f"latency over {self.iters} rounds × {self.feed_sets} feed sets "
@@ -117,7 +118,7 @@ class BenchReport:
         for m in self.models:
             memory = "—" if m.peak_rss_mib is None else f"{m.peak_rss_mib:.1f}"
             table.add_row(
-                escape(m.model),
+                escape(m.model, ECHO_LIMIT),
                 f"{m.median_ms:.3f}",
                 f"{m.p10_ms:.3f}",
                 f"{m.p90_ms:.3f}",

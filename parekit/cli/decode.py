@@ -225,15 +225,26 @@ def eval_cmd(
     from rich.table import Table
 
     base = results[0]
-    table = Table(title=f"ppl on {ctx} tokens of prose (prefill {prefill}, {chunk} token(s)/step)")
-    for col in ("model", "ppl", "Δppl", "top-1 agree", "KV bytes", "ms/step", "speed-up"):
+    table = Table(
+        title=f"ppl on {ctx} tokens of prose (prefill {prefill}, {chunk} token(s)/step): "
+        f"'decode' = the {base.tokens_decode} positions fed through decode steps, 'all' = all {base.tokens_all}"
+    )
+    columns = ("model", "ppl decode", "Δppl decode", "top-1 agree decode", "ppl all", "Δppl all", "KV bytes",
+               "ms/step", "speed-up")
+    for col in columns:
         table.add_column(col, overflow="fold")
+
+    def delta(x: float, ref: float) -> str:
+        return f"{100 * (x / ref - 1):+.2f}%" if x == x and ref == ref else "-"
+
     for r in results:
         table.add_row(
             plain(r.model),
-            f"{r.ppl:.3f}",
-            f"{100 * (r.ppl / base.ppl - 1):+.2f}%",
-            f"{100 * r.top1_agreement:.2f}%",
+            f"{r.ppl_decode:.3f}",
+            delta(r.ppl_decode, base.ppl_decode),
+            f"{100 * r.top1_agreement_decode:.2f}%",
+            f"{r.ppl_all:.3f}",
+            delta(r.ppl_all, base.ppl_all),
             _bytes(r.kv_bytes),
             f"{r.ms_per_step:.2f}",
             f"{base.ms_per_step / r.ms_per_step:.2f}×",

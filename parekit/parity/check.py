@@ -96,12 +96,13 @@ class ParityReport:
 
     def render(self) -> Table:
         """A rich table: one row per output, metrics with their thresholds, failing values in red."""
-        from rich.markup import escape
         from rich.table import Table
+
+        from parekit.errors import ECHO_LIMIT, escape
 
         verdict = "[green]passed[/green]" if self.passed else "[red]FAILED[/red]"
         table = Table(
-            title=f"parity {verdict}: {escape(str(self.candidate))} vs {escape(str(self.reference))} "
+            title=f"parity {verdict}: {escape(self.candidate, ECHO_LIMIT)} vs {escape(self.reference, ECHO_LIMIT)} "
             f"({self.feed_sets} feed sets)"
         )
         table.add_column("output", style="bold")
@@ -120,10 +121,10 @@ class ParityReport:
                 cells = [_cell(metric, metrics.get(metric), bounds.get(metric)) for metric in METRICS]
                 failed = any(line.startswith(f"output '{name}':") for line in self.failures)
                 result = "[red]fail[/red]" if failed else "[green]ok[/green]"
-            table.add_row(escape(name), *cells, result)
+            table.add_row(escape(name, ECHO_LIMIT), *cells, result)
         for reason, names in self.not_compared.items():
             for name in names:
-                table.add_row(escape(name), *(["—"] * len(METRICS)), f"[dim]not compared: {escape(reason)}[/dim]")
+                table.add_row(escape(name, ECHO_LIMIT), *(["—"] * len(METRICS)), f"[dim]not compared: {escape(reason, ECHO_LIMIT)}[/dim]")
         return table
 
 

@@ -78,34 +78,9 @@ class ModelEval:
     kv_bytes: int
     ms_per_step: float
 
-    # Aliases of the all-positions numbers under their former names, kept for callers that predate the
-    # split (the CLI's ``eval`` table and JSON); new code names the positions it means.
-    @property
-    def ppl(self) -> float:
-        """Alias of :attr:`ppl_all`."""
-        return self.ppl_all
-
-    @property
-    def nll(self) -> float:
-        """Alias of :attr:`nll_all`."""
-        return self.nll_all
-
-    @property
-    def top1_agreement(self) -> float:
-        """Alias of :attr:`top1_agreement_all`."""
-        return self.top1_agreement_all
-
-    @property
-    def tokens(self) -> int:
-        """Alias of :attr:`tokens_all`."""
-        return self.tokens_all
-
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict, plus the former names ``ppl``/``nll``/``top1_agreement``/``tokens``
-        (all positions) for consumers that predate the split."""
-        out = dict(self.__dict__)
-        out.update(ppl=self.ppl_all, nll=self.nll_all, top1_agreement=self.top1_agreement_all, tokens=self.tokens_all)
-        return out
+        """The fields as a JSON-ready dict."""
+        return dict(self.__dict__)
 
 
 def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -57,10 +57,12 @@ def test_optimize_then_eval_side_by_side(run_cli, tiny, tmp_path):
     res = run_cli("eval", tiny, windowed, "--task", "ppl", "--data", "text", "--ctx", "48", "--json")
     payload = json.loads(res.stdout)
     full, win = payload["models"]
-    assert payload["ctx"] == 48 and full["tokens"] == win["tokens"] == 47
-    assert full["top1_agreement"] == 1.0 and 0 < win["top1_agreement"] <= 1.0
+    assert payload["ctx"] == 48 and full["tokens_all"] == win["tokens_all"] == 47
+    assert full["top1_agreement_all"] == 1.0 and 0 < win["top1_agreement_all"] <= 1.0
+    assert full["tokens_decode"] == win["tokens_decode"] == 47 - payload["prefill"]
+    assert full["top1_agreement_decode"] == 1.0 and 0 < win["top1_agreement_decode"] <= 1.0
     assert win["kv_bytes"] == 16 * full["kv_bytes"] // 47  # 16 of the 47 tokens fed at the last step
-    assert full["ppl"] > 1 and win["ppl"] > 1 and full["ms_per_step"] > 0
+    assert full["ppl_all"] > 1 and win["ppl_all"] > 1 and full["ppl_decode"] > 1
     table = run_cli("eval", tiny, windowed, "--ctx", "32", "--json-file", tmp_path / "e.json").stdout
     assert "top-1 agree" in table and json.loads((tmp_path / "e.json").read_text())["ctx"] == 32
     assert run_cli("generate", windowed, "--prompt", "abc", "--max-new-tokens", "30").stdout.startswith("abc")
