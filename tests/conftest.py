@@ -90,3 +90,28 @@ def run_cli():
         return result
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_and_warnings():
+    """The CLI configures logging and warning filters for its process (levels, handlers, filters); tests
+    run it in-process, so each test gets back the state it started with."""
+    import logging
+    import warnings
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {
+        name: (lg.level, lg.propagate, lg.disabled)
+        for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    filters = warnings.filters[:]
+    yield
+    warnings.filters[:] = filters
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lg in logging.root.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            before, lg.propagate, lg.disabled = levels.get(name, (logging.NOTSET, True, False))
+            lg.setLevel(before)  # (setLevel also clears logging's cached effective levels)

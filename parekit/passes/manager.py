@@ -86,9 +86,19 @@ def check_model(model: ir.Model) -> None:
     """Default verifier: the ONNX checker with ``full_check`` (type and shape inference).
 
     Large initializers are swapped for graph inputs while checking, so models over the 2 GB protobuf
-    limit can be checked too.
+    limit can be checked too. That swap re-adds them at the end of the graph's initializers; their
+    order is restored afterwards, so checking leaves the model exactly as it was.
     """
-    common_passes.CheckerPass(full_check=True)(model)
+    initializers = model.graph.initializers
+    order = list(initializers.values())
+    try:
+        common_passes.CheckerPass(full_check=True)(model)
+    finally:
+        if list(initializers.values()) != order:
+            for value in order:
+                initializers.pop(value.name)  # type: ignore[arg-type]
+            for value in order:
+                initializers[value.name] = value  # type: ignore[index]
 
 
 class _AnalyzeOnce:
