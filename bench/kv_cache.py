@@ -21,7 +21,7 @@ PREV.json`` takes perplexity, agreement and KV bytes from an earlier full run: a
 takes about a minute instead of a full run's quarter of an hour.
 
 Opset 23 by default: ONNX Runtime runs SmolLM2's native ``Attention`` export faster than the
-decomposed opset-18 graph (notes/models.md: 36.5 ms at 512 and 73.2 ms at 2048 tokens).
+decomposed opset-18 graph (measured in an earlier proof of concept: 36.5 ms at 512 and 73.2 ms at 2048 tokens).
 Default rows: the full cache, ``kv-window{sink=4,window=508}``, and the kv-evict / kv-quant rows when
 those passes are registered.
 """
@@ -56,7 +56,7 @@ OPTIONAL = [
 ]
 
 
-TARGETS = """Targets (issue 4), 2048 tokens: kv-window{sink=4,window=508} decode step ≥ 1.8× faster than the full
+TARGETS = """Targets, 2048 tokens: kv-window{sink=4,window=508} decode step ≥ 1.8× faster than the full
 cache with ppl ≤ +5 %; kv-evict at budget 512 ppl better than kv-window at the same budget; kv-quant int8 KV
 bytes ≤ 0.30× with agreement ≥ 99 %, int4 ≤ 0.17× with agreement ≥ 97 %. Timings depend on machine load
 (2 cores shared): compare rows of one run only.

@@ -1,7 +1,7 @@
 """kv-evict / kv-quant outputs (llama-tiny, opset 18) parse and build under TensorRT-RTX's CPU-only builder.
 
 Skipped where ``tensorrt_rtx`` is not installed. Opset 23 is not tried: TensorRT-RTX does not build the
-fp32 ``Attention`` op at all (notes/models.md), with or without these passes.
+fp32 ``Attention`` op at all (docs/environment.md), with or without these passes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The kv-quant / kv-evict op bodies parse and build under TensorRT (TensorRT-RTX, CPU-only builder).
 
-Skipped where ``tensorrt_rtx`` is not installed (``pip install tensorrt-rtx-cu13``, notes/tensorrt.md).
+Skipped where ``tensorrt_rtx`` is not installed (``pip install tensorrt-rtx-cu13``, docs/environment.md).
 Each build runs in a subprocess (``harness.tensorrt_build``): a parser abort must not take the session down.
 """
 

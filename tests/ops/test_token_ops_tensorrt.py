@@ -1,6 +1,6 @@
 """The token-reduction op bodies, and a whole token-merged ViT, parse and build under TensorRT-RTX (CPU-only).
 
-Skipped where ``tensorrt_rtx`` is not installed (``pip install tensorrt-rtx-cu13``, notes/tensorrt.md).
+Skipped where ``tensorrt_rtx`` is not installed (``pip install tensorrt-rtx-cu13``, docs/environment.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_structure(load_sample, name, opset):
         assert {f"past.{i}.key", f"past.{i}.value", f"past.{i}.score"} <= set(inputs)
         assert {f"present.{i}.key", f"present.{i}.value", f"present.{i}.score"} <= set(outputs)
     ops = (KV_EVICT_H2O, KV_MASK_REMAP, KV_SLOT_MASK, ATTENTION_PROBS)
-    want = {"KvEvictH2O": 2, "KvMaskRemap": 1, "KvSlotMask": 2, "AttentionProbs": 2 if opset == 23 else 0}
+    want = {KV_EVICT_H2O.op_type: 2, KV_MASK_REMAP.op_type: 1, KV_SLOT_MASK.op_type: 2, ATTENTION_PROBS.op_type: 2 if opset == 23 else 0}
     assert count_ops(m, *ops) == {op.op_type: want[op.op_type] for op in ops}
     assert sum(1 for n in m.graph if n.domain == PAREKIT_DOMAIN) == sum(want.values()), "no other parekit op"
     mask = next(v for v in m.graph.inputs if v.name == "attention_mask")

@@ -149,7 +149,7 @@ def test_token_prune_applies_and_keeps_or_freezes_every_token(encoder):
     """Pruning in the last block: a kept token's output is the original's, a pruned one keeps its
     residual value from the prune point (the MLP input), and per row exactly the top-k are kept."""
     pruned, result = h.apply(encoder, "token-prune{keep=0.5,layers=[1]}")
-    assert h.count_ops(pruned, TOKEN_PRUNE, TOKEN_RESTORE, TOKEN_MERGE) == {"TokenPrune": 1, "TokenRestore": 1, "TokenMerge": 0}
+    assert h.count_ops(pruned, TOKEN_PRUNE, TOKEN_RESTORE, TOKEN_MERGE) == {TOKEN_PRUNE.op_type: 1, TOKEN_RESTORE.op_type: 1, TOKEN_MERGE.op_type: 0}
     (report,) = result.reports
     assert report.extra["outputs"] == {"last_hidden_state": "restore"}
     assert report.sites[0]["tokens_out"] == "1 + ceil(0.5·(seq - 1))"
@@ -169,7 +169,7 @@ def test_token_prune_applies_and_keeps_or_freezes_every_token(encoder):
 
 def test_token_merge_applies_and_padding_never_leaks(encoder):
     merged, result = h.apply(encoder, "token-merge{r=2}")
-    assert h.count_ops(merged, TOKEN_MERGE) == {"TokenMerge": 2}
+    assert h.count_ops(merged, TOKEN_MERGE) == {TOKEN_MERGE.op_type: 2}
     (report,) = result.reports
     assert [s["tokens_out"] for s in report.sites] == ["seq - 2", "seq - 2 - 2"]
     feeds = h.encoder_feeds(seq=SEQ)
@@ -247,7 +247,7 @@ def test_kv_passes_refuse_bad_options(decoder, pipeline, error, match):
 
 def test_kv_window_applies_and_bounds_the_cache(decoder):
     windowed, result = h.apply(decoder, "kv-window{sink=1,window=3}")
-    assert h.count_ops(windowed, KV_WINDOW, KV_WINDOW_MASK) == {"KvWindow": 4, "KvWindowMask": 1}
+    assert h.count_ops(windowed, KV_WINDOW, KV_WINDOW_MASK) == {KV_WINDOW.op_type: 4, KV_WINDOW_MASK.op_type: 1}
     assert [v.name for v in windowed.graph.inputs] == [v.name for v in decoder.graph.inputs]
     assert [v.name for v in windowed.graph.outputs] == [v.name for v in decoder.graph.outputs]
     for out in windowed.graph.outputs[1:]:  # present.* come out of a KvWindow that reads the Concat
@@ -268,7 +268,7 @@ def test_kv_window_identity_matches_the_original(decoder):
 @pytest.mark.parametrize(("policy", "op"), [("h2o", KV_EVICT_H2O), ("snapkv", KV_EVICT_SNAP)])
 def test_kv_evict_applies_and_keeps_the_budget(decoder, policy, op):
     evicted, result = h.apply(decoder, f"kv-evict{{budget=4,policy={policy},sink=1,recent=1}}")
-    assert h.count_ops(evicted, op, KV_MASK_REMAP, KV_SLOT_MASK) == {op.op_type: 2, "KvMaskRemap": 1, "KvSlotMask": 2}
+    assert h.count_ops(evicted, op, KV_MASK_REMAP, KV_SLOT_MASK) == {op.op_type: 2, KV_MASK_REMAP.op_type: 1, KV_SLOT_MASK.op_type: 2}
     inputs = {v.name for v in evicted.graph.inputs}
     assert {"past.0.score", "past.1.score"} <= inputs
     for name in ("present.0.key", "present.1.value", "present.1.score"):
