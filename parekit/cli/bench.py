@@ -9,9 +9,8 @@ from parekit.cli.common import (
     check_feed_size,
     console,
     data_options,
-    echo_json,
+    deliver_json,
     json_options,
-    json_text,
     plain,
     provider_option,
     quiet_onnxruntime,
@@ -78,11 +77,7 @@ def bench(
         measure_memory=memory, progress=True,
     )
     payload = {"data": source, **report.to_dict()}
-    with files:
-        files.stage_text(json_path, json_text(payload))
-        files.commit()
-    if as_json:
-        echo_json(payload)
+    if deliver_json(files, json_path, payload, as_json):
         return
     out = console()
     out.print(plain(f"data: {source}"))

@@ -306,3 +306,21 @@ def echo_json(payload: Any) -> None:
 def json_text(payload: Any) -> str:
     """The JSON text parekit writes to files."""
     return json.dumps(payload, indent=2, default=str) + "\n"
+
+
+def deliver_json(files: Any, json_path: str | None, payload: Any, as_json: bool) -> bool:
+    """Write ``payload`` to ``--json-file`` (with the command's staged outputs, all or none) and, with
+    ``--json``, print it; returns True when printed (the caller then prints no table).
+
+    Args:
+        files: The command's :class:`parekit.cli.outputs.Outputs`, with its other outputs already staged.
+        json_path: ``--json-file``, or None.
+        payload: The JSON-ready result.
+        as_json: ``--json``.
+    """
+    with files:
+        files.stage_text(json_path, json_text(payload))
+        files.commit()
+    if as_json:
+        echo_json(payload)
+    return as_json

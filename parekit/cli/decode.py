@@ -20,10 +20,9 @@ from parekit.cli.common import (
     MAX_SEED,
     MAX_TOP_K,
     console,
-    echo_json,
+    deliver_json,
     finite,
     json_options,
-    json_text,
     plain,
     provider_option,
     quiet_onnxruntime,
@@ -216,11 +215,7 @@ def eval_cmd(
         "chunk": chunk,
         "models": [r.to_dict() for r in results],
     }
-    with files:
-        files.stage_text(json_path, json_text(payload))
-        files.commit()
-    if as_json:
-        echo_json(payload)
+    if deliver_json(files, json_path, payload, as_json):
         return
     from rich.table import Table
 
