@@ -1,0 +1,36 @@
+// parekit::KvWindowMask: the KvWindow keep rule along axis 1 of a [B, T] attention mask.
+#include "keep_window.h"
+
+namespace parekit {
+namespace {
+
+class KvWindowMaskKernel : public Kernel {
+ public:
+  explicit KvWindowMaskKernel(const Attrs& a) : sink_(a.get_int("sink")), window_(a.get_int("window")) {}
+  void compute(Context& ctx) const override {
+    const ConstTensor mask = ctx.input(0);
+    expect_rank("KvWindowMask", "attention_mask", mask, 2);
+    const int64_t t = mask.dim(1);
+    Tensor out = ctx.output(0, {mask.dim(0), kept_length(t, sink_, window_)});
+    keep_window_copy(ctx, mask.data, out.data, mask.dim(0), t, 1, dtype_size(mask.dtype), sink_, window_);
+  }
+
+ private:
+  int64_t sink_, window_;
+};
+
+}  // namespace
+
+void register_kv_window_mask(std::vector<OpSpec>& ops) {
+  OpSpec spec;
+  spec.name = "KvWindowMask";
+  spec.version = "1";
+  spec.inputs = {"attention_mask"};
+  spec.outputs = {"mask_out"};
+  spec.attrs = keep_window_attrs();
+  for (DType t : mask_dtypes()) spec.variants.push_back({{t}, {t}});
+  spec.create = [](const Attrs& a) { return std::make_unique<KvWindowMaskKernel>(a); };
+  ops.push_back(std::move(spec));
+}
+
+}  // namespace parekit
