@@ -115,3 +115,27 @@ def _restore_logging_and_warnings():
         if isinstance(lg, logging.Logger):
             before, lg.propagate, lg.disabled = levels.get(name, (logging.NOTSET, True, False))
             lg.setLevel(before)  # (setLevel also clears logging's cached effective levels)
+
+
+def native_build_missing() -> str | None:
+    """Why the native library cannot be built here (no CMake or no C++ compiler), or ``None``."""
+    import shutil
+
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            return f"no '{tool}' on PATH: the native library cannot be built here"
+    return None
+
+
+@pytest.fixture(scope="session")
+def native_library():
+    """``libparekit_ort.so``, (re)built once per session (incremental: seconds when up to date).
+
+    Skips only where no C++ toolchain exists; a failing build fails the tests that need it.
+    """
+    reason = native_build_missing()
+    if reason:
+        pytest.skip(reason)
+    import parekit.native
+
+    return parekit.native.build()
