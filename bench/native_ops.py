@@ -71,7 +71,11 @@ def _restore_inputs() -> list[np.ndarray]:
 # op -> (shape label, inputs, attributes)
 BENCH: dict[str, Callable[[], tuple[str, list[np.ndarray], dict]]] = {
     "KvWindow": lambda: ("cache [1,3,513,64] -> 512", [_f32(1, HKV, 513, D)], {"sink": 4, "window": 508}),
-    "KvWindowMask": lambda: ("mask [1,513] -> 512", [np.ones((1, 513), np.int64)], {"sink": 4, "window": 508}),
+    "KvWindowMask": lambda: (
+        "mask [1,513] -> 512",
+        [np.ones((1, 513), np.int64)],
+        {"sink": 4, "window": 508},
+    ),
     "KvQuantKey": lambda: (
         "store 2016 + window 32, new 1, int8",
         [*_store("key", 2016), _f32(1, HKV, 1, D)],
@@ -86,14 +90,24 @@ BENCH: dict[str, Callable[[], tuple[str, list[np.ndarray], dict]]] = {
     "KvDequantValue": lambda: ("store 2016 + 32 -> [1,3,2048,64], int8", _store("value", 2016), {"bits": 8}),
     "KvEvictH2O": lambda: (
         "T 513 -> 512, Hq 9 / Hkv 3, S 1",
-        [_f32(1, HKV, 513, D), _f32(1, HKV, 513, D), RNG.random((1, HKV, 512)).astype(np.float32),
-         _probs(1, 513), np.ones((1, 513), np.int64)],
+        [
+            _f32(1, HKV, 513, D),
+            _f32(1, HKV, 513, D),
+            RNG.random((1, HKV, 512)).astype(np.float32),
+            _probs(1, 513),
+            np.ones((1, 513), np.int64),
+        ],
         {"budget": 512, "sink": 4, "recent": 64, "decay": 0.99},
     ),
     "KvEvictSnap": lambda: (
         "T 513 -> 512, Hq 9 / Hkv 3, S 1",
-        [_f32(1, HKV, 513, D), _f32(1, HKV, 513, D), np.arange(512, dtype=np.float32)[None, None].repeat(HKV, 1),
-         _probs(1, 513), np.ones((1, 513), np.int64)],
+        [
+            _f32(1, HKV, 513, D),
+            _f32(1, HKV, 513, D),
+            np.arange(512, dtype=np.float32)[None, None].repeat(HKV, 1),
+            _probs(1, 513),
+            np.ones((1, 513), np.int64),
+        ],
         {"budget": 512, "sink": 4, "recent": 64},
     ),
     "KvSlotMask": lambda: (
@@ -138,7 +152,9 @@ def one_node_model(op: OpDef, inputs: list[np.ndarray], attrs: dict) -> bytes:
 
 def floor_model(first: np.ndarray) -> bytes:
     """One ``Identity`` node on the op's first input: what any one-node run costs (session overhead)."""
-    x = ir.Value(name="in0", type=ir.TensorType(ir.DataType.from_numpy(first.dtype)), shape=ir.Shape(first.shape))
+    x = ir.Value(
+        name="in0", type=ir.TensorType(ir.DataType.from_numpy(first.dtype)), shape=ir.Shape(first.shape)
+    )
     node = ir.node("Identity", [x])
     node.outputs[0].name = "out0"
     graph = ir.Graph([x], node.outputs, nodes=[node], opset_imports={"": 18}, name="floor")
@@ -176,7 +192,14 @@ def bench_op(name: str, library: Path, threads: int, iters: int) -> dict:
             if round_ >= 3:
                 times[key].append((time.perf_counter() - start) * 1e3)
     body, kernel, floor = (statistics.median(times[k]) for k in ("body", "kernel", "floor"))
-    return {"op": name, "shape": label, "body_ms": body, "kernel_ms": kernel, "floor_ms": floor, "ratio": body / kernel}
+    return {
+        "op": name,
+        "shape": label,
+        "body_ms": body,
+        "kernel_ms": kernel,
+        "floor_ms": floor,
+        "ratio": body / kernel,
+    }
 
 
 def render(rows: list[dict], threads: int, iters: int) -> str:
@@ -215,7 +238,10 @@ def main(argv: list[str]) -> int:
     rows = []
     for name in names:
         row = bench_op(name, library, args.threads, args.iters)
-        print(f"{name:16s} body {row['body_ms']:8.3f} ms  kernel {row['kernel_ms']:8.3f} ms  {row['ratio']:6.1f}x", flush=True)
+        print(
+            f"{name:16s} body {row['body_ms']:8.3f} ms  kernel {row['kernel_ms']:8.3f} ms  {row['ratio']:6.1f}x",
+            flush=True,
+        )
         rows.append(row)
     table = render(rows, args.threads, args.iters)
     print(table)
