@@ -73,7 +73,9 @@ class Case:
 
 def reference_outputs(case: Case) -> list[np.ndarray]:
     """The reference's outputs for a case (attributes validated, defaults filled, like ``make_node``)."""
-    return [np.asarray(o) for o in case.op.run_reference([np.asarray(x) for x in case.inputs], dict(case.attrs))]
+    return [
+        np.asarray(o) for o in case.op.run_reference([np.asarray(x) for x in case.inputs], dict(case.attrs))
+    ]
 
 
 def bf16_bits(array: np.ndarray) -> np.ndarray:

@@ -47,10 +47,14 @@ def profiled_op_types(case: Case, library: Path | None) -> list[str]:
         feeds = {value.name: np.asarray(a) for value, a in zip(model.graph.inputs, case.inputs, strict=True)}
         sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
-    return [e["args"]["op_name"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    return [
+        e["args"]["op_name"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+    ]
 
 
-def assert_close(got: Sequence[np.ndarray], want: Sequence[np.ndarray], tol: tuple[float, float], what: str) -> None:
+def assert_close(
+    got: Sequence[np.ndarray], want: Sequence[np.ndarray], tol: tuple[float, float], what: str
+) -> None:
     assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         g, w = np.asarray(g), np.asarray(w)

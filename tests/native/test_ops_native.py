@@ -59,7 +59,9 @@ def test_library_describes_every_registered_op(native_library):
         # every dtype binding of the kernel is one the OpDef allows
         for variant in d["variants"]:
             for dtype, param in zip(variant["inputs"], op.inputs, strict=True):
-                assert dtype in {_np_name(t) for t in param.dtypes}, f"{op.op_type} input {param.name}: {dtype}"
+                assert dtype in {_np_name(t) for t in param.dtypes}, (
+                    f"{op.op_type} input {param.name}: {dtype}"
+                )
 
 
 def test_every_op_has_a_kernel(native_library):
@@ -75,4 +77,3 @@ def test_every_kernel_has_ort_cases():
 def _np_name(dtype) -> str:
     name = dtype.name.lower()
     return {"float": "float32", "double": "float64"}.get(name, name)
-
