@@ -45,30 +45,110 @@ inline float exp_nonpositive(float x) {
   return x >= -87.5f ? e : (x != x ? x : 0.0f);
 }
 
-// scores[r][t - t0] = dot(q row r, key t) for rows < kRowTile (all computed; unused ones are zero rows)
-// and keys t in [t0, t0 + kKeyTile), from the transposed keys kt [D, t_pad].
-inline void tile_dots(const float* q, int64_t d, const float* kt, int64_t t_pad, int64_t t0,
-                      float acc[kRowTile][kKeyTile]) {
-  for (int64_t r = 0; r < kRowTile; ++r) {
-    for (int64_t j = 0; j < kKeyTile; ++j) acc[r][j] = 0.0f;
-  }
-  for (int64_t x = 0; x < d; ++x) {
-    const float* krow = kt + x * t_pad + t0;
-    for (int64_t r = 0; r < kRowTile; ++r) {
-      const float qv = q[r * d + x];
-      for (int64_t j = 0; j < kKeyTile; ++j) acc[r][j] += qv * krow[j];
+// x86-64: the hot loops are compiled for AVX-512, AVX2 and the baseline, picked at load time (GCC/Clang
+// function multiversioning); the arithmetic is the same plain float32 mul + add in every version.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PAREKIT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PAREKIT_HOT
+#endif
+
+// 16 floats; GCC/Clang lower it to the widest vectors the function's target has (4 SSE, 2 AVX2 or
+// 1 AVX-512 register).
+typedef float Lanes __attribute__((vector_size(64)));
+
+// (a macro, not a function: a function returning Lanes would change the ABI between the clones)
+#define PAREKIT_LOAD_LANES(v, p) std::memcpy(&(v), (p), sizeof(Lanes))
+
+// Sum of the 16 lanes as a tree of half-width vector adds.
+inline float lane_sum(const Lanes& v) {
+  typedef float Half __attribute__((vector_size(32)));
+  typedef float Quarter __attribute__((vector_size(16)));
+  Half a, b;
+  std::memcpy(&a, &v, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const unsigned char*>(&v) + sizeof a, sizeof b);
+  a += b;
+  Quarter c, e;
+  std::memcpy(&c, &a, sizeof c);
+  std::memcpy(&e, reinterpret_cast<const unsigned char*>(&a) + sizeof c, sizeof e);
+  c += e;
+  return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+// scores[r * pitch + t] = dot(q row r, key t) for r < rows and t in [t_lo, t_hi), with t_lo a multiple
+// of kKeyTile, from the keys in tiles kt [T / kKeyTile][D][kKeyTile] (one contiguous block each) and the
+// query rows qt [kRowTile][D] (zero rows past `rows`): a register tile of kRowTile rows by kKeyTile keys.
+PAREKIT_HOT void tiled_dots(const float* qt, int64_t rows, int64_t d, const float* kt, int64_t t_lo, int64_t t_hi,
+                            float* scores, int64_t pitch) {
+  static_assert(kKeyTile == 16 && kRowTile == 4, "the register tile is 4 rows of one Lanes");
+  const float *q0 = qt, *q1 = qt + d, *q2 = qt + 2 * d, *q3 = qt + 3 * d;
+  for (int64_t t0 = t_lo; t0 < t_hi; t0 += kKeyTile) {
+    const float* tile = kt + t0 * d;
+    Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t x = 0; x < d; ++x) {
+      Lanes k;
+      PAREKIT_LOAD_LANES(k, tile + x * kKeyTile);
+      a0 += q0[x] * k;
+      a1 += q1[x] * k;
+      a2 += q2[x] * k;
+      a3 += q3[x] * k;
     }
+    const Lanes* acc[kRowTile] = {&a0, &a1, &a2, &a3};
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(scores + r * pitch + t0, acc[r], sizeof(Lanes));
   }
 }
 
-// The same for one query row (decode steps): 4 tiles of keys at a time.
-inline void row_dots(const float* q, int64_t d, const float* kt, int64_t t_pad, int64_t t0, float acc[kKeyTile]) {
-  for (int64_t j = 0; j < kKeyTile; ++j) acc[j] = 0.0f;
-  for (int64_t x = 0; x < d; ++x) {
-    const float* krow = kt + x * t_pad + t0;
-    const float qv = q[x];
-    for (int64_t j = 0; j < kKeyTile; ++j) acc[j] += qv * krow[j];
+// The same for one query row straight from the keys [T, D] (decode steps: no transposition), 16
+// partial sums per key.
+PAREKIT_HOT void direct_dots(const float* q, int64_t d, const float* keys, int64_t t_lo, int64_t t_hi, float* scores) {
+  for (int64_t t = t_lo; t < t_hi; ++t) {
+    const float* k = keys + t * d;
+    Lanes acc = {};
+    int64_t x = 0;
+    for (; x + kKeyTile <= d; x += kKeyTile) {
+      Lanes qv, kv;
+      PAREKIT_LOAD_LANES(qv, q + x);
+      PAREKIT_LOAD_LANES(kv, k + x);
+      acc += qv * kv;
+    }
+    float sum = lane_sum(acc);
+    for (; x < d; ++x) sum += q[x] * k[x];
+    scores[t] = sum;
   }
+}
+
+// One output row: softmax over [a, z) of scale * scores where the mask is true; zeros elsewhere and for
+// a row with no visible key. `sc` is overwritten.
+PAREKIT_HOT void softmax_row(float* sc, const unsigned char* m, int64_t a, int64_t z, int64_t t, float scale,
+                             float* o) {
+  if (a >= z) {
+    std::fill(o, o + t, 0.0f);
+    return;
+  }
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  float top = neg_inf;
+  for (int64_t j = a; j < z; ++j) {
+    const float v = m[j] ? sc[j] * scale : neg_inf;
+    sc[j] = v;
+    top = v > top ? v : top;
+  }
+  if (!std::isfinite(top)) top = 0.0f;  // as the reference: no finite maximum, shift by 0
+  for (int64_t j = a; j < z; ++j) sc[j] = exp_nonpositive(sc[j] - top);
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = a;
+  for (; j + 8 <= z; j += 8) {
+    for (int64_t l = 0; l < 8; ++l) lanes[l] += static_cast<double>(sc[j + l]);
+  }
+  for (; j < z; ++j) lanes[0] += static_cast<double>(sc[j]);
+  const double total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  std::fill(o, o + a, 0.0f);
+  if (total > 0.0) {
+    const double inv = 1.0 / total;
+    for (int64_t x = a; x < z; ++x) o[x] = static_cast<float>(static_cast<double>(sc[x]) * inv);
+  } else {
+    std::fill(o + a, o + z, 0.0f);
+  }
+  std::fill(o + z, o + t, 0.0f);
 }
 
 class AttentionProbsKernel : public Kernel {
@@ -101,19 +181,27 @@ class AttentionProbsKernel : public Kernel {
     const int64_t blocks = (s + kRowsPerItem - 1) / kRowsPerItem;
     const double cost = static_cast<double>(std::min(s, kRowsPerItem) * t * (d + 4) + t * d / blocks);
 
+    // Few query rows per head (decode): dots straight from the keys; else transpose the keys once per head.
+    const bool direct = s < kRowTile;
     ctx.parallel_for(b * h * blocks, cost, [&](int64_t begin, int64_t end) {
-      std::vector<float> kt(static_cast<size_t>(d * t_pad));
+      std::vector<float> kt(direct ? 0 : static_cast<size_t>(d * t_pad));
       std::vector<float> scores(static_cast<size_t>(kRowTile * t_pad));
-      std::vector<float> qtile(static_cast<size_t>(kRowTile * d));
+      std::vector<float> qtile(direct ? 0 : static_cast<size_t>(kRowTile * d));
       int64_t transposed = -1;  // the (batch, head) whose keys kt holds
       for (int64_t item = begin; item < end; ++item) {
         const int64_t bh = item / blocks, block = item % blocks;
-        if (bh != transposed) {
-          const float* keys = kd + bh * t * d;
-          for (int64_t x = 0; x < d; ++x) {
-            float* dst = kt.data() + x * t_pad;
-            for (int64_t j = 0; j < t; ++j) dst[j] = keys[j * d + x];
-            std::fill(dst + t, dst + t_pad, 0.0f);
+        const float* keys = kd + bh * t * d;
+        if (!direct && bh != transposed) {
+          for (int64_t t0 = 0; t0 < t_pad; t0 += kKeyTile) {  // key tiles [D][kKeyTile], zero-padded
+            float* tile = kt.data() + t0 * d;
+            for (int64_t j = 0; j < kKeyTile; ++j) {
+              if (t0 + j < t) {
+                const float* key = keys + (t0 + j) * d;
+                for (int64_t x = 0; x < d; ++x) tile[x * kKeyTile + j] = key[x];
+              } else {
+                for (int64_t x = 0; x < d; ++x) tile[x * kKeyTile + j] = 0.0f;
+              }
+            }
           }
           transposed = bh;
         }
@@ -137,65 +225,21 @@ class AttentionProbsKernel : public Kernel {
               span_hi = std::max(span_hi, z);
             }
           }
-          const int64_t tile_lo = span_lo / kKeyTile * kKeyTile;
           const float* qrows = qd + (bh * s + s0) * d;
           if (span_lo < span_hi) {
-            if (rows == 1) {
-              float acc[kKeyTile];
-              for (int64_t t0 = tile_lo; t0 < span_hi; t0 += kKeyTile) {
-                row_dots(qrows, d, kt.data(), t_pad, t0, acc);
-                std::memcpy(scores.data() + t0, acc, sizeof acc);
+            if (direct) {
+              for (int64_t r = 0; r < rows; ++r) {
+                if (lo[r] < hi_t[r]) direct_dots(qrows + r * d, d, keys, lo[r], hi_t[r], scores.data() + r * t_pad);
               }
             } else {
-              std::fill(qtile.begin(), qtile.end(), 0.0f);
               std::copy(qrows, qrows + rows * d, qtile.begin());
-              float acc[kRowTile][kKeyTile];
-              for (int64_t t0 = tile_lo; t0 < span_hi; t0 += kKeyTile) {
-                tile_dots(qtile.data(), d, kt.data(), t_pad, t0, acc);
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(scores.data() + r * t_pad + t0, acc[r], sizeof acc[r]);
-              }
+              std::fill(qtile.begin() + rows * d, qtile.end(), 0.0f);
+              tiled_dots(qtile.data(), rows, d, kt.data(), span_lo / kKeyTile * kKeyTile, span_hi, scores.data(), t_pad);
             }
           }
           for (int64_t r = 0; r < rows; ++r) {
-            float* o = od + (bh * s + s0 + r) * t;
-            const unsigned char* m = mrows + (s0 + r) * t;
-            float* sc = scores.data() + r * t_pad;
-            const int64_t a = lo[r], z = hi_t[r];
-            if (a >= z) {  // no visible key: a zero row
-              std::fill(o, o + t, 0.0f);
-              continue;
-            }
-            const float neg_inf = -std::numeric_limits<float>::infinity();
-            float top = neg_inf;
-            for (int64_t j = a; j < z; ++j) {
-              const float v = m[j] ? sc[j] * scale : neg_inf;
-              sc[j] = v;
-              top = v > top ? v : top;
-            }
-            if (!std::isfinite(top)) top = 0.0f;  // as the reference: no finite maximum, shift by 0
-            double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int64_t j = a;
-            for (; j + 8 <= z; j += 8) {
-              for (int64_t l = 0; l < 8; ++l) {
-                const float e = exp_nonpositive(sc[j + l] - top);
-                sc[j + l] = e;
-                lanes[l] += static_cast<double>(e);
-              }
-            }
-            for (; j < z; ++j) {
-              const float e = exp_nonpositive(sc[j] - top);
-              sc[j] = e;
-              lanes[0] += static_cast<double>(e);
-            }
-            const double total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-            std::fill(o, o + a, 0.0f);
-            if (total > 0.0) {
-              const double inv = 1.0 / total;
-              for (int64_t x = a; x < z; ++x) o[x] = static_cast<float>(static_cast<double>(sc[x]) * inv);
-            } else {
-              std::fill(o + a, o + z, 0.0f);
-            }
-            std::fill(o + z, o + t, 0.0f);
+            softmax_row(scores.data() + r * t_pad, mrows + (s0 + r) * t, lo[r], hi_t[r], t, scale,
+                        od + (bh * s + s0 + r) * t);
           }
         }
       }

@@ -20,6 +20,12 @@
 
 #include "core.h"
 
+// The state update st * decay + attention must round twice, as NumPy does: no fused multiply-add even
+// where the target has one (GCC contracts across statements by default in C++; Clang only within one).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace parekit {
 namespace {
 
@@ -90,19 +96,6 @@ float pairwise_sum(const float* a, int64_t n, int64_t stride) {
   return pairwise_sum(a, n2, stride) + pairwise_sum(a + n2 * stride, n - n2, stride);
 }
 
-// acc[0..t) = sum over the `rows` probability rows starting at `first` (row pitch t), in order.
-void sum_rows(const float* first, int64_t rows, int64_t t, float* acc) {
-  if (t == 1) {
-    acc[0] = 0.0f + pairwise_sum(first, rows, 1);
-    return;
-  }
-  std::fill(acc, acc + t, 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = first + r * t;
-    for (int64_t i = 0; i < t; ++i) acc[i] += row[i];
-  }
-}
-
 // Total order of the reference's stable descending argsort: larger first, NaN last, ties to the lower slot.
 struct Before {
   const float* v;
@@ -152,7 +145,46 @@ class KvEvictKernel : public Kernel {
     float* value_dst = value_out.as<float>();
     float* score_dst = score_out.as<float>();
     const int64_t start = std::max<int64_t>(d.s - recent_, 0);  // SnapKV observation window [start, S)
-    const double cost = static_cast<double>(d.group * d.s * d.t + 2 * k * d.d + 4 * d.t);
+    const double cost = static_cast<double>((policy_ == Policy::kSnap ? d.group * std::min(d.s, recent_) * d.t : 0) +
+                                            2 * k * d.d + 4 * d.t);
+
+    // H2O's state update is the bulk of the work at prefill (group * S rows of T per KV head): it runs
+    // first, in parallel over (batch row, KV head, block of slots), into one [B, Hkv, T] buffer.
+    std::vector<float> h2o_state;
+    if (policy_ == Policy::kH2O) {
+      h2o_state.resize(static_cast<size_t>(d.b * d.hkv * d.t));
+      const int64_t cols = d.t == 1 ? 1 : 256;
+      const int64_t blocks = (d.t + cols - 1) / cols;
+      ctx.parallel_for(d.b * d.hkv * blocks, static_cast<double>((d.group * d.s + 2) * cols), [&](int64_t begin, int64_t end) {
+        std::vector<float> acc(static_cast<size_t>(cols));
+        for (int64_t job = begin; job < end; ++job) {
+          const int64_t item = job / blocks, c0 = job % blocks * cols, c1 = std::min(d.t, c0 + cols);
+          const int64_t bi = item / d.hkv, w = c1 - c0;
+          float* st = h2o_state.data() + item * d.t;
+          for (int64_t i = c0; i < c1; ++i) {
+            st[i] = i < d.p ? score_in[item * d.p + i]
+                            : (new_valid[static_cast<size_t>(bi * d.s + i - d.p)] ? 0.0f : -1.0f);
+          }
+          // the group's query heads are `group` consecutive heads of S rows each: group * S rows
+          const float* heads = probs_in + item * d.group * d.s * d.t;
+          if (d.t == 1) {
+            acc[0] = 0.0f + pairwise_sum(heads, d.group * d.s, 1);
+          } else {
+            std::fill(acc.begin(), acc.begin() + w, 0.0f);
+            for (int64_t r = 0; r < d.group * d.s; ++r) {
+              const float* row = heads + r * d.t + c0;
+              for (int64_t i = 0; i < w; ++i) acc[static_cast<size_t>(i)] += row[i];
+            }
+          }
+          for (int64_t i = c0; i < c1; ++i) {
+            if (st[i] >= 0.0f) {
+              const float decayed = st[i] * decay_;
+              st[i] = decayed + acc[static_cast<size_t>(i - c0)];
+            }
+          }
+        }
+      });
+    }
 
     ctx.parallel_for(d.b * d.hkv, cost, [&](int64_t begin, int64_t end) {
       std::vector<float> state(static_cast<size_t>(d.t)), acc(static_cast<size_t>(d.t)),
@@ -161,24 +193,18 @@ class KvEvictKernel : public Kernel {
       std::vector<unsigned char> kept;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t bi = item / d.hkv;
-        // state = score ++ (0 | -1 per new token)
-        std::copy(score_in + item * d.p, score_in + (item + 1) * d.p, state.begin());
-        for (int64_t j = 0; j < d.s; ++j) {
-          state[static_cast<size_t>(d.p + j)] = new_valid[static_cast<size_t>(bi * d.s + j)] ? 0.0f : -1.0f;
-        }
-        // this KV head's query heads are `group` consecutive heads of S rows each: group * S rows
         const float* heads = probs_in + item * d.group * d.s * d.t;
         if (policy_ == Policy::kH2O) {
-          sum_rows(heads, d.group * d.s, d.t, acc.data());
-          for (int64_t i = 0; i < d.t; ++i) {
-            float& st = state[static_cast<size_t>(i)];
-            if (st >= 0.0f) {
-              const float decayed = st * decay_;
-              st = decayed + acc[static_cast<size_t>(i)];
-            }
-            adjusted[static_cast<size_t>(i)] = st;
+          const float* st = h2o_state.data() + item * d.t;
+          std::copy(st, st + d.t, state.begin());
+          std::copy(st, st + d.t, adjusted.begin());
+        } else {  // state = score ++ (0 | -1 per new token)
+          std::copy(score_in + item * d.p, score_in + (item + 1) * d.p, state.begin());
+          for (int64_t j = 0; j < d.s; ++j) {
+            state[static_cast<size_t>(d.p + j)] = new_valid[static_cast<size_t>(bi * d.s + j)] ? 0.0f : -1.0f;
           }
-        } else if (k < d.t) {  // SnapKV's rank only matters when something is evicted
+        }
+        if (policy_ == Policy::kSnap && k < d.t) {  // SnapKV's rank only matters when something is evicted
           if (d.p == 0) {
             // votes of the observation window (T > budget >= 1 here, so rows are not contiguous sums)
             std::fill(acc.begin(), acc.end(), 0.0f);

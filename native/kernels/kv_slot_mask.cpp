@@ -53,13 +53,13 @@ class KvSlotMaskKernel : public Kernel {
         }
         const unsigned char* m = in + (bi * mh + (mh == 1 ? 0 : h)) * s * t;
         unsigned char* o = dst + item * s * t;
+        const unsigned char* vp = valid.data();
         for (int64_t q = 0; q < s; ++q) {
           const unsigned char* mr = m + q * t;
           unsigned char* orow = o + q * t;
-          for (int64_t i = 0; i < p; ++i) {
-            orow[i] = static_cast<unsigned char>((mr[i] != 0) & valid[static_cast<size_t>(i)]);
-          }
-          for (int64_t i = p; i < t; ++i) orow[i] = mr[i] != 0 ? 1 : 0;
+          // bool tensors hold 0 / 1 bytes: AND the past slots, copy the new ones
+          for (int64_t i = 0; i < p; ++i) orow[i] = static_cast<unsigned char>(mr[i] & vp[i]);
+          if (t > p) std::memcpy(orow + p, mr + p, static_cast<size_t>(t - p));
         }
       }
     });
