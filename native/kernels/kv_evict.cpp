@@ -153,7 +153,7 @@ class KvEvictKernel : public Kernel {
     std::vector<float> h2o_state;
     if (policy_ == Policy::kH2O) {
       h2o_state.resize(static_cast<size_t>(d.b * d.hkv * d.t));
-      const int64_t cols = d.t == 1 ? 1 : 256;
+      const int64_t cols = d.t == 1 ? 1 : 1024;
       const int64_t blocks = (d.t + cols - 1) / cols;
       ctx.parallel_for(d.b * d.hkv * blocks, static_cast<double>((d.group * d.s + 2) * cols), [&](int64_t begin, int64_t end) {
         std::vector<float> acc(static_cast<size_t>(cols));
@@ -170,10 +170,21 @@ class KvEvictKernel : public Kernel {
           if (d.t == 1) {
             acc[0] = 0.0f + pairwise_sum(heads, d.group * d.s, 1);
           } else {
-            std::fill(acc.begin(), acc.begin() + w, 0.0f);
-            for (int64_t r = 0; r < d.group * d.s; ++r) {
+            // rows added in order (the reference's rounding), four per pass over acc
+            float* a = acc.data();
+            std::fill(a, a + w, 0.0f);
+            const int64_t rows = d.group * d.s;
+            int64_t r = 0;
+            for (; r + 4 <= rows; r += 4) {
+              const float* r0 = heads + r * d.t + c0;
+              const float* r1 = r0 + d.t;
+              const float* r2 = r1 + d.t;
+              const float* r3 = r2 + d.t;
+              for (int64_t i = 0; i < w; ++i) a[i] = (((a[i] + r0[i]) + r1[i]) + r2[i]) + r3[i];
+            }
+            for (; r < rows; ++r) {
               const float* row = heads + r * d.t + c0;
-              for (int64_t i = 0; i < w; ++i) acc[static_cast<size_t>(i)] += row[i];
+              for (int64_t i = 0; i < w; ++i) a[i] += row[i];
             }
           }
           for (int64_t i = c0; i < c1; ++i) {

@@ -59,7 +59,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def _evict_inputs(rng: np.random.Generator, b: int, hkv: int, group: int, p: int, s: int, d: int) -> list[np.ndarray]:
+def _evict_inputs(
+    rng: np.random.Generator, b: int, hkv: int, group: int, p: int, s: int, d: int
+) -> list[np.ndarray]:
     """Key, value, score (with padding slots), probs (causal over the new tokens), int64 mask (padding)."""
     t = p + s
     hq = hkv * group
@@ -85,7 +87,11 @@ def _evict_inputs(rng: np.random.Generator, b: int, hkv: int, group: int, p: int
 
 
 def _h2o(
-    name: str, inputs: list[np.ndarray], attrs: dict[str, Any], bf16: tuple[int, ...] = (), ort: bool | None = None
+    name: str,
+    inputs: list[np.ndarray],
+    attrs: dict[str, Any],
+    bf16: tuple[int, ...] = (),
+    ort: bool | None = None,
 ) -> Iterator[Case]:
     yield Case(KV_EVICT_H2O, name, inputs, attrs, tol=H2O_TOL, bf16=bf16, ort=ort)
     yield Case(KV_EVICT_H2O, name + ".exact", inputs, attrs, bf16=bf16, ort=False)
@@ -203,11 +209,41 @@ def _slot_mask_cases(rng: np.random.Generator) -> Iterator[Case]:
         yield Case(KV_SLOT_MASK, name, [mask, score], {"group": group})
     f = np.float32
     mask, score = np.ones((2, 1, 2, 7), bool), np.zeros((2, 2, 5), f)
-    yield Case(KV_SLOT_MASK, "mask_rank3.error", [np.ones((2, 2, 7), bool), score], {"group": 2}, error="input 'attn_mask' must have rank 4")
-    yield Case(KV_SLOT_MASK, "score_rank2.error", [mask, np.zeros((2, 5), f)], {"group": 2}, error="input 'score' must have rank 3")
-    yield Case(KV_SLOT_MASK, "mask_heads.error", [np.ones((2, 3, 2, 7), bool), score], {"group": 2}, error="must be [B, 1 or Hkv*group = 4")
-    yield Case(KV_SLOT_MASK, "batch.error", [np.ones((3, 1, 2, 7), bool), score], {"group": 2}, error="must be [B, 1 or Hkv*group")
-    yield Case(KV_SLOT_MASK, "p_gt_t.error", [mask, np.zeros((2, 2, 8), f)], {"group": 2}, error="more than the T = 7 slots")
+    yield Case(
+        KV_SLOT_MASK,
+        "mask_rank3.error",
+        [np.ones((2, 2, 7), bool), score],
+        {"group": 2},
+        error="input 'attn_mask' must have rank 4",
+    )
+    yield Case(
+        KV_SLOT_MASK,
+        "score_rank2.error",
+        [mask, np.zeros((2, 5), f)],
+        {"group": 2},
+        error="input 'score' must have rank 3",
+    )
+    yield Case(
+        KV_SLOT_MASK,
+        "mask_heads.error",
+        [np.ones((2, 3, 2, 7), bool), score],
+        {"group": 2},
+        error="must be [B, 1 or Hkv*group = 4",
+    )
+    yield Case(
+        KV_SLOT_MASK,
+        "batch.error",
+        [np.ones((3, 1, 2, 7), bool), score],
+        {"group": 2},
+        error="must be [B, 1 or Hkv*group",
+    )
+    yield Case(
+        KV_SLOT_MASK,
+        "p_gt_t.error",
+        [mask, np.zeros((2, 2, 8), f)],
+        {"group": 2},
+        error="more than the T = 7 slots",
+    )
 
 
 def _mask_remap_cases(rng: np.random.Generator) -> Iterator[Case]:
@@ -223,12 +259,41 @@ def _mask_remap_cases(rng: np.random.Generator) -> Iterator[Case]:
         bfm = np.where(rng.random((b, n)) > 0.3, 1.0, 0.0).astype(ml_dtypes.bfloat16)
         inputs = [bfm, np.zeros((b, 2, p, 4), np.float32), np.zeros((b, s), np.int32)]
         yield Case(KV_MASK_REMAP, f"b{b}n{n}p{p}s{s}.bfloat16", inputs, bf16=(0,))
-    mask, past, ids = np.ones((2, 9), np.int64), np.zeros((2, 2, 4, 4), np.float32), np.zeros((2, 2), np.int64)
-    yield Case(KV_MASK_REMAP, "mask_rank3.error", [np.ones((2, 9, 1), np.int64), past, ids], error="input 'attention_mask' must have rank 2")
-    yield Case(KV_MASK_REMAP, "past_rank3.error", [mask, np.zeros((2, 4, 4), np.float32), ids], error="input 'past' must have rank 4")
-    yield Case(KV_MASK_REMAP, "ids_rank1.error", [mask, past, np.zeros((2,), np.int64)], error="input 'input_ids' must have rank 2")
-    yield Case(KV_MASK_REMAP, "s_gt_n.error", [mask, past, np.zeros((2, 10), np.int64)], error="more than the N = 9 columns")
-    yield Case(KV_MASK_REMAP, "batch.error", [mask, np.zeros((3, 2, 4, 4), np.float32), ids], error="batch sizes differ")
+    mask, past, ids = (
+        np.ones((2, 9), np.int64),
+        np.zeros((2, 2, 4, 4), np.float32),
+        np.zeros((2, 2), np.int64),
+    )
+    yield Case(
+        KV_MASK_REMAP,
+        "mask_rank3.error",
+        [np.ones((2, 9, 1), np.int64), past, ids],
+        error="input 'attention_mask' must have rank 2",
+    )
+    yield Case(
+        KV_MASK_REMAP,
+        "past_rank3.error",
+        [mask, np.zeros((2, 4, 4), np.float32), ids],
+        error="input 'past' must have rank 4",
+    )
+    yield Case(
+        KV_MASK_REMAP,
+        "ids_rank1.error",
+        [mask, past, np.zeros((2,), np.int64)],
+        error="input 'input_ids' must have rank 2",
+    )
+    yield Case(
+        KV_MASK_REMAP,
+        "s_gt_n.error",
+        [mask, past, np.zeros((2, 10), np.int64)],
+        error="more than the N = 9 columns",
+    )
+    yield Case(
+        KV_MASK_REMAP,
+        "batch.error",
+        [mask, np.zeros((3, 2, 4, 4), np.float32), ids],
+        error="batch sizes differ",
+    )
 
 
 def _probs_cases(rng: np.random.Generator) -> Iterator[Case]:
@@ -265,14 +330,53 @@ def _probs_cases(rng: np.random.Generator) -> Iterator[Case]:
             mask[0, :, 1, :] = False
             mask[1, 1, 4, :] = False
         yield Case(ATTENTION_PROBS, name, [q, k, mask], {"scale": scale}, tol=PROBS_TOL)
-    q, k, mask = np.zeros((2, 3, 2, 4), np.float32), np.zeros((2, 3, 5, 4), np.float32), np.ones((2, 1, 2, 5), bool)
-    yield Case(ATTENTION_PROBS, "q_rank3.error", [np.zeros((2, 3, 4), np.float32), k, mask], error="input 'q' must have rank 4")
-    yield Case(ATTENTION_PROBS, "k_rank5.error", [q, np.zeros((2, 3, 5, 4, 1), np.float32), mask], error="input 'k' must have rank 4")
-    yield Case(ATTENTION_PROBS, "mask_rank3.error", [q, k, np.ones((2, 2, 5), bool)], error="input 'mask' must have rank 4")
-    yield Case(ATTENTION_PROBS, "k_heads.error", [q, np.zeros((2, 2, 5, 4), np.float32), mask], error="input 'k' [2, 2, 5, 4] must be [B, H, T, D]")
-    yield Case(ATTENTION_PROBS, "k_dim.error", [q, np.zeros((2, 3, 5, 3), np.float32), mask], error="must be [B, H, T, D]")
-    yield Case(ATTENTION_PROBS, "mask_t.error", [q, k, np.ones((2, 1, 2, 6), bool)], error="input 'mask' [2, 1, 2, 6] must be [B, 1 or H, S, T]")
-    yield Case(ATTENTION_PROBS, "mask_heads.error", [q, k, np.ones((2, 2, 2, 5), bool)], error="must be [B, 1 or H, S, T]")
+    q, k, mask = (
+        np.zeros((2, 3, 2, 4), np.float32),
+        np.zeros((2, 3, 5, 4), np.float32),
+        np.ones((2, 1, 2, 5), bool),
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "q_rank3.error",
+        [np.zeros((2, 3, 4), np.float32), k, mask],
+        error="input 'q' must have rank 4",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "k_rank5.error",
+        [q, np.zeros((2, 3, 5, 4, 1), np.float32), mask],
+        error="input 'k' must have rank 4",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "mask_rank3.error",
+        [q, k, np.ones((2, 2, 5), bool)],
+        error="input 'mask' must have rank 4",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "k_heads.error",
+        [q, np.zeros((2, 2, 5, 4), np.float32), mask],
+        error="input 'k' [2, 2, 5, 4] must be [B, H, T, D]",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "k_dim.error",
+        [q, np.zeros((2, 3, 5, 3), np.float32), mask],
+        error="must be [B, H, T, D]",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "mask_t.error",
+        [q, k, np.ones((2, 1, 2, 6), bool)],
+        error="input 'mask' [2, 1, 2, 6] must be [B, 1 or H, S, T]",
+    )
+    yield Case(
+        ATTENTION_PROBS,
+        "mask_heads.error",
+        [q, k, np.ones((2, 2, 2, 5), bool)],
+        error="must be [B, 1 or H, S, T]",
+    )
 
 
 def cases() -> Iterator[Case]:
