@@ -30,6 +30,7 @@ CASE_MODULES: tuple[str, ...] = (
     "tests.native.cases_kv_window",
     # KV quantization
     # KV eviction, slot masks, attention probabilities
+    "tests.native.cases_kv_evict",
     # token reduction
 )
 
