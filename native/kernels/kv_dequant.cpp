@@ -15,6 +15,32 @@ namespace {
 
 constexpr int64_t kTokenBlock = 64;  // tokens per parallel work item
 
+// Keys: one token, per-channel scale/min already in float (sk, mk).
+template <int Bits>
+void dequant_keys_t(const int8_t* src, int64_t d, const float* sk, const float* mk, float* dst) {
+  if (Bits == 4) {
+    const int64_t half = d / 2;
+    // Two simple loops (low digits, then high digits) vectorize where one interleaved loop does not.
+    for (int64_t j = 0; j < half; ++j) {
+      const int32_t byte = static_cast<int32_t>(kvq::stored_to_byte(src[j]));
+      dst[j] = kvq::dequant_value(static_cast<float>(byte & 15), sk[j], mk[j]);
+    }
+    const float* skh = sk + half;
+    const float* mkh = mk + half;
+    float* dsth = dst + half;
+    for (int64_t j = 0; j < half; ++j) {
+      const int32_t byte = static_cast<int32_t>(kvq::stored_to_byte(src[j]));
+      dsth[j] = kvq::dequant_value(static_cast<float>(byte >> 4), skh[j], mkh[j]);
+    }
+  } else {
+    constexpr int32_t mask = (1 << Bits) - 1;
+    for (int64_t j = 0; j < d; ++j) {
+      const int32_t code = static_cast<int32_t>(kvq::stored_to_byte(src[j])) & mask;
+      dst[j] = kvq::dequant_value(static_cast<float>(code), sk[j], mk[j]);
+    }
+  }
+}
+
 class KvDequantKernel : public Kernel {
  public:
   KvDequantKernel(const Attrs& a, const char* op, bool per_channel)
@@ -52,7 +78,7 @@ class KvDequantKernel : public Kernel {
         int64_t loaded = -1;  // keys: the token group whose scale/min are in sk/mk
         for (int64_t tok = t0; tok < std::min(t1, nq); ++tok) {
           float* dst = orow + tok * d;
-          kvq::unpack_row(crow + tok * dp, d, bits_, codes_f);
+          const int8_t* src = crow + tok * dp;
           if (per_channel_) {
             const int64_t g = tok / group_;
             if (g != loaded) {
@@ -62,15 +88,9 @@ class KvDequantKernel : public Kernel {
               }
               loaded = g;
             }
-            for (int64_t j = 0; j < d; ++j) dst[j] = kvq::dequant_value(codes_f[j], sk[j], mk[j]);
+            dequant_keys(src, d, sk, mk, dst);
           } else {
-            const int64_t ng = d / group_;
-            for (int64_t c = 0; c < ng; ++c) {
-              const float s = half_to_float(srow[tok * ng + c]), m = half_to_float(mrow[tok * ng + c]);
-              const float* src = codes_f + c * group_;
-              float* o = dst + c * group_;
-              for (int64_t j = 0; j < group_; ++j) o[j] = kvq::dequant_value(src[j], s, m);
-            }
+            dequant_values(src, d, srow + tok * (d / group_), mrow + tok * (d / group_), codes_f, dst);
           }
         }
         const int64_t r0 = std::max(t0, nq);
@@ -82,6 +102,59 @@ class KvDequantKernel : public Kernel {
   }
 
  private:
+  void dequant_keys(const int8_t* src, int64_t d, const float* sk, const float* mk, float* dst) const {
+    switch (bits_) {
+      case 4: dequant_keys_t<4>(src, d, sk, mk, dst); return;
+      case 5: dequant_keys_t<5>(src, d, sk, mk, dst); return;
+      case 6: dequant_keys_t<6>(src, d, sk, mk, dst); return;
+      case 7: dequant_keys_t<7>(src, d, sk, mk, dst); return;
+      default: dequant_keys_t<8>(src, d, sk, mk, dst); return;
+    }
+  }
+
+  // Values: one token, one float16 scale/min per group of `group_` channels. Straight from the bytes when
+  // the groups tile the packed blocks (bits > 4, or group | D/2), else through the unpacked codes.
+  void dequant_values(const int8_t* src, int64_t d, const uint16_t* s16, const uint16_t* m16, float* codes_f,
+                      float* dst) const {
+    const int64_t ng = d / group_;
+    if (bits_ == 4 && (d / 2) % group_ == 0) {
+      const int64_t half = d / 2, per_block = half / group_;
+      for (int64_t c = 0; c < per_block; ++c) {
+        const float slo = half_to_float(s16[c]), mlo = half_to_float(m16[c]);
+        const float shi = half_to_float(s16[c + per_block]), mhi = half_to_float(m16[c + per_block]);
+        const int8_t* in = src + c * group_;
+        float* lo = dst + c * group_;
+        float* hi = lo + half;
+        for (int64_t j = 0; j < group_; ++j) {
+          const int32_t byte = static_cast<int32_t>(kvq::stored_to_byte(in[j]));
+          lo[j] = kvq::dequant_value(static_cast<float>(byte & 15), slo, mlo);
+          hi[j] = kvq::dequant_value(static_cast<float>(byte >> 4), shi, mhi);
+        }
+      }
+      return;
+    }
+    if (bits_ != 4) {
+      const int32_t mask = (1 << bits_) - 1;
+      for (int64_t c = 0; c < ng; ++c) {
+        const float s = half_to_float(s16[c]), m = half_to_float(m16[c]);
+        const int8_t* in = src + c * group_;
+        float* o = dst + c * group_;
+        for (int64_t j = 0; j < group_; ++j) {
+          const int32_t code = static_cast<int32_t>(kvq::stored_to_byte(in[j])) & mask;
+          o[j] = kvq::dequant_value(static_cast<float>(code), s, m);
+        }
+      }
+      return;
+    }
+    kvq::unpack_row(src, d, bits_, codes_f);
+    for (int64_t c = 0; c < ng; ++c) {
+      const float s = half_to_float(s16[c]), m = half_to_float(m16[c]);
+      const float* in = codes_f + c * group_;
+      float* o = dst + c * group_;
+      for (int64_t j = 0; j < group_; ++j) o[j] = kvq::dequant_value(in[j], s, m);
+    }
+  }
+
   const char* op_;
   bool per_channel_;
   int64_t bits_, group_;

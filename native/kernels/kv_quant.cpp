@@ -83,10 +83,10 @@ class KvQuantKernel : public Kernel {
     const int64_t groups = n / group_;
     ctx.parallel_for(rows * groups, static_cast<double>(group_ * d * 2), [&](int64_t begin, int64_t end) {
       std::vector<float> fbuf(static_cast<size_t>(2 * d));  // keys: per-channel min and divisor
-      std::vector<uint32_t> qbuf(static_cast<size_t>(d));   // one token's codes
+      std::vector<int32_t> qbuf(static_cast<size_t>(d));   // one token's codes
       float* kmin = fbuf.data();
       float* kdiv = kmin + d;
-      uint32_t* q = qbuf.data();
+      int32_t* q = qbuf.data();
       std::vector<float> ext(static_cast<size_t>(2 * d));  // keys: per-channel min and max of the group
       float* cmin = ext.data();
       float* cmax = cmin + d;
@@ -132,7 +132,7 @@ class KvQuantKernel : public Kernel {
               const kvq::GroupParams p = kvq::group_params(lo, hi, levels);
               srow[t * ng + c] = p.scale16;
               mrow[t * ng + c] = p.min16;
-              uint32_t* qg = q + c * group_;
+              int32_t* qg = q + c * group_;
               for (int64_t j = 0; j < group_; ++j) qg[j] = kvq::code_of((xg[j] - p.min) / p.divisor, levels);
             }
             kvq::pack_row(q, d, bits_, crow + t * dp);

@@ -27,7 +27,7 @@ inline int64_t codes_per_byte(int64_t bits) { return 8 / bits; }
 
 // Unsigned byte 0..255 of a stored int8 (`byte - 128`): the same as adding 128.
 inline uint32_t stored_to_byte(int8_t v) { return static_cast<uint32_t>(static_cast<uint8_t>(v)) ^ 0x80u; }
-inline int8_t byte_to_stored(uint32_t byte) { return static_cast<int8_t>(static_cast<int32_t>(byte) - kCodeOffset); }
+inline int8_t byte_to_stored(int32_t byte) { return static_cast<int8_t>(byte - kCodeOffset); }
 
 // Round half to even for 0 <= v <= 2^22 (what np.round does): adding 2^23 leaves no fraction bits, so
 // the float addition itself rounds to the nearest integer, ties to even (default rounding mode).
@@ -40,9 +40,10 @@ inline float round_half_even_small(float v) {
 
 // Quantizes one value already shifted and divided: clip to [0, levels], then round half to even. Clipping
 // first is the same as rounding first (levels is an integer) and keeps the magic-number rounding exact.
-inline uint32_t code_of(float v, float levels) {
-  const float c = v < 0.0f ? 0.0f : (v > levels ? levels : v);  // NaN: -> levels (the reference: undefined)
-  return static_cast<uint32_t>(round_half_even_small(c));
+inline int32_t code_of(float v, float levels) {
+  float c = v > 0.0f ? v : 0.0f;  // NaN -> 0 (the reference's code is undefined there)
+  c = c < levels ? c : levels;
+  return static_cast<int32_t>(round_half_even_small(c));
 }
 
 // The float16-rounded (scale, min) of a group with float32 extremes mn, mx; returns the float32 values the
@@ -79,7 +80,7 @@ inline void unpack_row(const int8_t* packed, int64_t d, int64_t bits, float* cod
 }
 
 // Packs D integer codes (0 .. 2^bits - 1) of one token into D / p bytes.
-inline void pack_row(const uint32_t* codes, int64_t d, int64_t bits, int8_t* packed) {
+inline void pack_row(const int32_t* codes, int64_t d, int64_t bits, int8_t* packed) {
   if (bits == 4) {
     const int64_t half = d / 2;
     for (int64_t j = 0; j < half; ++j) packed[j] = byte_to_stored(codes[j] | (codes[j + half] << 4));
