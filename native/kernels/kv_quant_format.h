@@ -96,13 +96,15 @@ inline float dequant_value(float code, float scale, float mn) {
 }
 
 // Checks a quantized store (codes, scale, min) against batch b, heads h and channels d, and returns Nq.
-// Keys (per_channel): scale/min [b, h, Nq/group, d]; values: [b, h, Nq, d/group].
+// Keys (per_channel): scale/min [b, h, Nq/group, d]; values: [b, h, Nq, d/group]. `prefix` goes in front
+// of the input names in messages ("k_" for an op whose inputs are k_codes, k_scale, k_min).
 inline int64_t check_store(const std::string& op, const ConstTensor& codes, const ConstTensor& scale,
                            const ConstTensor& mn, int64_t b, int64_t h, int64_t d, int64_t bits, int64_t group,
-                           bool per_channel) {
-  expect_rank(op, "codes", codes, 4);
-  expect_rank(op, "scale", scale, 4);
-  expect_rank(op, "min", mn, 4);
+                           bool per_channel, const std::string& prefix = "") {
+  const std::string codes_name = prefix + "codes", scale_name = prefix + "scale", min_name = prefix + "min";
+  expect_rank(op, codes_name.c_str(), codes, 4);
+  expect_rank(op, scale_name.c_str(), scale, 4);
+  expect_rank(op, min_name.c_str(), mn, 4);
   const int64_t p = codes_per_byte(bits);
   if (d % p != 0) {
     fail(op, "head dim D = " + std::to_string(d) + " is not a multiple of " + std::to_string(p) +
@@ -114,21 +116,21 @@ inline int64_t check_store(const std::string& op, const ConstTensor& codes, cons
   const int64_t nq = codes.dim(2);
   const Shape want_codes{b, h, nq, d / p};
   if (codes.shape != want_codes) {
-    fail(op, "input 'codes' has shape " + shape_text(codes.shape) + ", expected [B, H, Nq, D/p] = " +
+    fail(op, "input '" + codes_name + "' has shape " + shape_text(codes.shape) + ", expected [B, H, Nq, D/p] = " +
                  shape_text(want_codes) + " (bits = " + std::to_string(bits) + ")");
   }
   if (per_channel && nq % group != 0) {
-    fail(op, "input 'codes' holds Nq = " + std::to_string(nq) + " tokens, not a multiple of group = " +
+    fail(op, "input '" + codes_name + "' holds Nq = " + std::to_string(nq) + " tokens, not a multiple of group = " +
                  std::to_string(group));
   }
   const Shape want = per_channel ? Shape{b, h, nq / group, d} : Shape{b, h, nq, d / group};
   const char* rule = per_channel ? "[B, H, Nq/group, D]" : "[B, H, Nq, D/group]";
   if (scale.shape != want) {
-    fail(op, "input 'scale' has shape " + shape_text(scale.shape) + ", expected " + rule + " = " +
+    fail(op, "input '" + scale_name + "' has shape " + shape_text(scale.shape) + ", expected " + rule + " = " +
                  shape_text(want) + " (codes " + shape_text(codes.shape) + ", group " + std::to_string(group) + ")");
   }
   if (mn.shape != want) {
-    fail(op, "input 'min' has shape " + shape_text(mn.shape) + ", expected " + rule + " = " + shape_text(want) +
+    fail(op, "input '" + min_name + "' has shape " + shape_text(mn.shape) + ", expected " + rule + " = " + shape_text(want) +
                  " (codes " + shape_text(codes.shape) + ", group " + std::to_string(group) + ")");
   }
   return nq;

@@ -19,6 +19,7 @@ import numpy as np
 
 from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE
 from parekit.ops.kv_quant import KV_QUANT_KEY, KV_QUANT_VALUE
+from parekit.ops.kv_quant_attention import KV_QUANT_ATTENTION
 from parekit.ops.kv_quant_format import quantize_reference
 from parekit.ops.opdef import OpDef
 
@@ -55,6 +56,10 @@ DEQUANT_SHAPES = [
     (1, 3, 2016, 32, 64, 8, 32),  # SmolLM2: [1, 3, 2048, 64] cache
     (1, 3, 2016, 32, 64, 4, 32),
 ]
+
+
+ATTENTION_TOL = (1e-5, 1e-5)
+"""KvQuantAttention accumulates in float32 in its own order (the reference: float64)."""
 
 
 def _values_group(group: int, d: int) -> int:
@@ -296,9 +301,102 @@ def _errors() -> Iterator[Case]:
     )
 
 
+# KvQuantAttention sweeps: (B, Hkv, rep, S, Nq, Tf, D, bits, group, mask heads, left padding).
+ATTENTION_SHAPES = [
+    (1, 3, 3, 1, 2016, 33, 64, 8, 32, 1, 0),  # SmolLM2 decode at 2049 tokens
+    (1, 3, 3, 1, 2016, 33, 64, 4, 32, 1, 0),
+    (2, 2, 1, 1, 32, 1, 16, 5, 16, 1, 3),  # no grouping, padded batch row
+    (2, 1, 4, 5, 16, 9, 8, 8, 8, 4, 2),  # several new tokens, causal, per-head mask
+    (1, 2, 2, 7, 0, 7, 8, 4, 4, 1, 0),  # prefill: empty store
+    (1, 2, 2, 1, 24, 0, 8, 8, 4, 1, 0),  # no float tail
+    (3, 2, 3, 2, 12, 3, 12, 6, 1, 6, 4),  # group 1, batch 3
+    (1, 1, 2, 3, 42, 2, 14, 7, 14, 1, 0),  # group = D = 14, 7 bits
+]
+
+
+def _attention_inputs(rng, b, hkv, rep, s, nq, tf, d, bits, group, mask_heads, pad):
+    t = nq + tf
+    kc, ks, km = _store(rng, b, hkv, nq, d, bits, group, True)
+    vc, vs, vm = _store(rng, b, hkv, nq, d, bits, _values_group(group, d), False)
+    kt = rng.standard_normal((b, hkv, tf, d)).astype(np.float32)
+    vt = rng.standard_normal((b, hkv, tf, d)).astype(np.float32)
+    q = (rng.standard_normal((b, hkv * rep, s, d)) * 2).astype(np.float32)
+    causal = np.arange(t)[None, :] <= np.arange(t - s, t)[:, None]
+    mask = np.broadcast_to(causal, (b, mask_heads, s, t)).copy()
+    if pad:
+        mask[-1, :, :, :pad] = False
+    return [q, kc, ks, km, kt, vc, vs, vm, vt, mask]
+
+
+def _attention_cases() -> Iterator[Case]:
+    rng = np.random.default_rng(40)
+    for b, hkv, rep, s, nq, tf, d, bits, group, mh, pad in ATTENTION_SHAPES:
+        attrs = {"bits": bits, "group": group}
+        inputs = _attention_inputs(rng, b, hkv, rep, s, nq, tf, d, bits, group, mh, pad)
+        name = f"b{b}hkv{hkv}rep{rep}s{s}nq{nq}tf{tf}d{d}bits{bits}g{group}mh{mh}pad{pad}"
+        yield Case(KV_QUANT_ATTENTION, name, inputs, attrs, tol=ATTENTION_TOL)
+    # a row that sees nothing (zeros), a mask broadcast over batch and heads, an explicit scale
+    inputs = _attention_inputs(rng, 2, 2, 2, 3, 16, 4, 8, 8, 8, 1, 0)
+    inputs[-1][0, :, 1, :] = False
+    yield Case(KV_QUANT_ATTENTION, "masked_row.scale", inputs, {"group": 8, "scale": 0.3}, tol=ATTENTION_TOL)
+    inputs = _attention_inputs(rng, 2, 2, 2, 3, 16, 4, 8, 8, 8, 1, 0)
+    inputs[-1] = inputs[-1][:1].copy()
+    yield Case(KV_QUANT_ATTENTION, "mask_broadcast", inputs, {"group": 8}, tol=ATTENTION_TOL)
+    # refused at the API edge
+    good = _attention_inputs(rng, 1, 2, 2, 1, 16, 2, 8, 8, 8, 1, 0)
+
+    def swap(i, array):
+        return [array if j == i else x for j, x in enumerate(good)]
+
+    g8 = {"group": 8}
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "query_rank3.error",
+        swap(0, good[0][0]),
+        g8,
+        error="input 'query' must have rank 4",
+    )
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "heads_not_multiple.error",
+        swap(0, np.zeros((1, 3, 1, 8), np.float32)),
+        g8,
+        error="query heads Hq = 3 are not a multiple of the KV heads Hkv = 2",
+    )
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "v_tail_shape.error",
+        swap(8, np.zeros((1, 2, 3, 8), np.float32)),
+        g8,
+        error="input 'v_tail' has shape [1, 2, 3, 8]",
+    )
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "v_store_tokens.error",
+        [*good[:5], good[5][:, :, :8].copy(), good[6][:, :, :8].copy(), good[7][:, :, :8].copy(), *good[8:]],
+        g8,
+        error="the value store holds 8 tokens, the key store 16",
+    )
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "mask_length.error",
+        swap(9, np.ones((1, 1, 1, 17), bool)),
+        g8,
+        error="input 'mask' has shape [1, 1, 1, 17], which does not broadcast to [B, Hq, S, T] = [1, 4, 1, 18]",
+    )
+    yield Case(
+        KV_QUANT_ATTENTION,
+        "k_scale_dims.error",
+        swap(2, np.zeros((1, 2, 3, 8), np.float16)),
+        g8,
+        error="input 'k_scale' has shape [1, 2, 3, 8]",
+    )
+
+
 def cases() -> Iterator[Case]:
     yield from _quant_cases(KV_QUANT_KEY, keys=True)
     yield from _quant_cases(KV_QUANT_VALUE, keys=False)
     yield from _dequant_cases(KV_DEQUANT_KEY, keys=True)
     yield from _dequant_cases(KV_DEQUANT_VALUE, keys=False)
     yield from _errors()
+    yield from _attention_cases()
