@@ -23,6 +23,7 @@ namespace parekit {
 namespace {
 
 constexpr const char* kOp = "KvQuantAttention";
+constexpr int64_t kChunkTokens = 256;  // tokens per work item (rounded to whole key groups)
 
 // float16 bits -> float32 without branches (vectorizable): exact for zeros, subnormals and normals (the
 // exponent is rebased by a multiplication by 2^112), inf and NaN keep an all-ones exponent.
@@ -75,6 +76,18 @@ inline float dot(const float* a, const float* b, int64_t n) {
   float tail = 0.0f;
   for (; j < n; ++j) tail += a[j] * b[j];
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+// Sum of a[0..n) with eight partial sums.
+inline float sum(const float* a, int64_t n) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) part[l] += a[i + l];
+  }
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i];
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + tail;
 }
 
 // Broadcast strides of a rank-4 mask over [B, Hq, S, T] (0 where the mask's dim is 1).
@@ -148,19 +161,28 @@ class KvQuantAttentionKernel : public Kernel {
     const auto* vtp = vt.as<float>();
     float* op = out.as<float>();
     const int64_t kgroups = nq / group_;
+    const int64_t rows = rep * s;  // the query rows that share one KV head
+    // Token chunks (whole key groups) are the unit of work; each yields, per row, a partial softmax
+    // (max, sum of exponentials, unnormalized output) that the merge below combines.
+    const int64_t chunk = std::max<int64_t>(1, kChunkTokens / group_) * group_;
+    const int64_t nchunks = std::max<int64_t>(1, (t + chunk - 1) / chunk);
+    const int64_t stride = d + 2;  // per row: acc[d], max, sum
+    std::vector<float> partial(static_cast<size_t>(b * hkv * nchunks * rows * stride));
 
-    ctx.parallel_for(b * hq, static_cast<double>(s * t * d * 2), [&](int64_t begin, int64_t end) {
-      std::vector<float> buf(static_cast<size_t>(t + 5 * d + 2 * ng));
-      float* sc = buf.data();  // scores, then exponentials
-      float* codes = sc + t;
-      float* qs = codes + d;
-      float* acc = qs + d;
-      float* s_f = acc + d;
+    ctx.parallel_for(b * hkv * nchunks, static_cast<double>(rows * chunk * d * 2), [&](int64_t begin, int64_t end) {
+      std::vector<float> buf(static_cast<size_t>(rows * chunk + (2 * rows + 3) * d + rows * ng + rows));
+      float* sc = buf.data();  // [rows, chunk]: scores, then exponentials
+      float* qs = sc + rows * chunk;  // [rows, d]: query times the key group's scales
+      float* qrows = qs + rows * d;   // [rows, d]: the rows' queries, scaled
+      float* codes = qrows + rows * d;
+      float* s_f = codes + d;
       float* m_f = s_f + d;
-      float* wbias = m_f + d;  // per value channel group: sum of p * min
-      float* wsc = wbias + ng;
+      float* wbias = m_f + d;          // [rows, ng]: sum of p * min per value channel group
+      float* bias = wbias + rows * ng;  // [rows]: q . min of the current key group
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t bi = item / hq, h = item % hq, g = bi * hkv + h / rep;
+        const int64_t ci = item % nchunks, g = item / nchunks, bi = g / hkv;
+        const int64_t c0 = ci * chunk, c1 = std::min(t, c0 + chunk), n = c1 - c0;
+        float* part = partial.data() + item * rows * stride;
         const int8_t* kcr = kcp + g * nq * dp;
         const uint16_t* ksr = ksp + g * kgroups * d;
         const uint16_t* kmr = kmp + g * kgroups * d;
@@ -169,88 +191,112 @@ class KvQuantAttentionKernel : public Kernel {
         const uint16_t* vsr = vsp + g * nq * ng;
         const uint16_t* vmr = vmp + g * nq * ng;
         const float* vtr = vtp + g * tf * d;
-        for (int64_t row = 0; row < s; ++row) {
-          const float* qrow = qp + ((bi * hq + h) * s + row) * d;
-          float* orow = op + ((bi * hq + h) * s + row) * d;
-          // 1. scores (masked ones -inf) and their maximum
-          float top = -std::numeric_limits<float>::infinity();
-          bool any = false;
-          for (int64_t gi = 0; gi < kgroups; ++gi) {
+        auto head = [&](int64_t r) { return (g % hkv) * rep + r / s; };
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* qrow = qp + ((bi * hq + head(r)) * s + r % s) * d;
+          for (int64_t j = 0; j < d; ++j) qrows[r * d + j] = qrow[j] * scale;
+        }
+        // 1. scores over the chunk (masked: -inf)
+        const float ninf = -std::numeric_limits<float>::infinity();
+        for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
+          if ((tok - c0) % group_ == 0 || tok == c0) {
+            const int64_t gi = tok / group_;
             for (int64_t j = 0; j < d; ++j) {
               s_f[j] = half_to_float_fast(ksr[gi * d + j]);
               m_f[j] = half_to_float_fast(kmr[gi * d + j]);
-              qs[j] = qrow[j] * s_f[j];
             }
-            const float bias = dot(qrow, m_f, d);
-            for (int64_t tok = gi * group_; tok < (gi + 1) * group_; ++tok) {
-              if (!mv.at(bi, h, row, tok)) {
-                sc[tok] = -std::numeric_limits<float>::infinity();
-                continue;
-              }
-              kvq::unpack_row(kcr + tok * dp, d, bits_, codes);
-              const float v = (dot(qs, codes, d) + bias) * scale;
-              sc[tok] = v;
-              top = v > top ? v : top;
-              any = true;
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t j = 0; j < d; ++j) qs[r * d + j] = qrows[r * d + j] * s_f[j];
+              bias[r] = dot(qrows + r * d, m_f, d);
             }
           }
-          for (int64_t u = 0; u < tf; ++u) {
-            if (!mv.at(bi, h, row, nq + u)) {
-              sc[nq + u] = -std::numeric_limits<float>::infinity();
-              continue;
-            }
-            const float v = dot(qrow, ktr + u * d, d) * scale;
-            sc[nq + u] = v;
-            top = v > top ? v : top;
-            any = true;
+          kvq::unpack_row(kcr + tok * dp, d, bits_, codes);
+          for (int64_t r = 0; r < rows; ++r) {
+            sc[r * chunk + (tok - c0)] =
+                mv.at(bi, head(r), r % s, tok) ? dot(qs + r * d, codes, d) + bias[r] : ninf;
           }
-          if (!any) {
-            std::fill(orow, orow + d, 0.0f);
-            continue;
+        }
+        for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
+          const float* kv = ktr + (tok - nq) * d;
+          for (int64_t r = 0; r < rows; ++r) {
+            sc[r * chunk + (tok - c0)] = mv.at(bi, head(r), r % s, tok) ? dot(qrows + r * d, kv, d) : ninf;
           }
-          // 2. exponentials (masked: exp(-inf) -> 0) and their sum
-          float total = 0.0f;
-          for (int64_t tok = 0; tok < t; ++tok) sc[tok] = exp_nonpositive(sc[tok] - top);
-          {
-            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int64_t i = 0;
-            for (; i + 8 <= t; i += 8) {
-              for (int l = 0; l < 8; ++l) part[l] += sc[i + l];
-            }
-            for (; i < t; ++i) total += sc[i];
-            total += ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        }
+        // 2. per row: chunk maximum, exponentials, their sum
+        for (int64_t r = 0; r < rows; ++r) {
+          float* e = sc + r * chunk;
+          float top = ninf;
+          for (int64_t i = 0; i < n; ++i) top = e[i] > top ? e[i] : top;
+          float* pr = part + r * stride;
+          pr[d] = top;
+          pr[d + 1] = 0.0f;
+          if (top == ninf) continue;  // nothing visible in this chunk
+          for (int64_t i = 0; i < n; ++i) e[i] = exp_nonpositive(e[i] - top);
+          pr[d + 1] = sum(e, n);
+        }
+        // 3. unnormalized outputs
+        for (int64_t r = 0; r < rows; ++r) {
+          std::fill(part + r * stride, part + r * stride + d, 0.0f);
+          std::fill(wbias + r * ng, wbias + (r + 1) * ng, 0.0f);
+        }
+        for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
+          kvq::unpack_row(vcr + tok * dp, d, bits_, codes);
+          for (int64_t c = 0; c < ng; ++c) {
+            s_f[c] = half_to_float_fast(vsr[tok * ng + c]);
+            m_f[c] = half_to_float_fast(vmr[tok * ng + c]);
           }
-          // 3. weighted values
-          std::fill(acc, acc + d, 0.0f);
-          std::fill(wbias, wbias + ng, 0.0f);
-          for (int64_t tok = 0; tok < nq; ++tok) {
-            const float w = sc[tok];
-            if (w == 0.0f) continue;
-            kvq::unpack_row(vcr + tok * dp, d, bits_, codes);
+          for (int64_t r = 0; r < rows; ++r) {
+            const float w = sc[r * chunk + (tok - c0)];
+            if (w == 0.0f || part[r * stride + d] == ninf) continue;
+            float* acc = part + r * stride;
             for (int64_t c = 0; c < ng; ++c) {
-              wsc[c] = w * half_to_float_fast(vsr[tok * ng + c]);
-              wbias[c] += w * half_to_float_fast(vmr[tok * ng + c]);
-            }
-            for (int64_t c = 0; c < ng; ++c) {
-              const float ws = wsc[c];
+              const float ws = w * s_f[c];
+              wbias[r * ng + c] += w * m_f[c];
               float* a = acc + c * group_;
               const float* cd = codes + c * group_;
               for (int64_t j = 0; j < group_; ++j) a[j] += ws * cd[j];
             }
           }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          float* acc = part + r * stride;
           for (int64_t c = 0; c < ng; ++c) {
-            float* a = acc + c * group_;
-            for (int64_t j = 0; j < group_; ++j) a[j] += wbias[c];
+            for (int64_t j = 0; j < group_; ++j) acc[c * group_ + j] += wbias[r * ng + c];
           }
-          for (int64_t u = 0; u < tf; ++u) {
-            const float w = sc[nq + u];
-            if (w == 0.0f) continue;
-            const float* v = vtr + u * d;
+        }
+        for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
+          const float* v = vtr + (tok - nq) * d;
+          for (int64_t r = 0; r < rows; ++r) {
+            const float w = sc[r * chunk + (tok - c0)];
+            if (w == 0.0f || part[r * stride + d] == ninf) continue;
+            float* acc = part + r * stride;
             for (int64_t j = 0; j < d; ++j) acc[j] += w * v[j];
           }
-          const float inv = 1.0f / total;
-          for (int64_t j = 0; j < d; ++j) orow[j] = acc[j] * inv;
         }
+      }
+    });
+
+    // 4. merge the chunks of each row: out = sum_c acc_c e^(m_c - M) / sum_c l_c e^(m_c - M)
+    ctx.parallel_for(b * hkv * rows, static_cast<double>(nchunks * d), [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t g = item / rows, r = item % rows, bi = g / hkv;
+        const int64_t h = (g % hkv) * rep + r / s;
+        float* orow = op + ((bi * hq + h) * s + r % s) * d;
+        const float* first = partial.data() + (g * nchunks * rows + r) * stride;
+        float top = -std::numeric_limits<float>::infinity();
+        for (int64_t c = 0; c < nchunks; ++c) top = std::max(top, first[c * rows * stride + d]);
+        std::fill(orow, orow + d, 0.0f);
+        if (top == -std::numeric_limits<float>::infinity()) continue;  // no visible key: zeros
+        float total = 0.0f;
+        for (int64_t c = 0; c < nchunks; ++c) {
+          const float* pr = first + c * rows * stride;
+          if (pr[d] == -std::numeric_limits<float>::infinity()) continue;
+          const float f = std::exp(pr[d] - top);
+          total += pr[d + 1] * f;
+          for (int64_t j = 0; j < d; ++j) orow[j] += pr[j] * f;
+        }
+        const float inv = 1.0f / total;
+        for (int64_t j = 0; j < d; ++j) orow[j] *= inv;
       }
     });
   }
