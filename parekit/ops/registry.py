@@ -38,6 +38,7 @@ _OP_MODULES: Final[dict[str, str]] = {
     "KvSlotMask": "parekit.ops.kv_slot_mask",
     "KvMaskRemap": "parekit.ops.kv_slot_mask",
     "AttentionProbs": "parekit.ops.attention_probs",
+    "KvQuantAttention": "parekit.ops.kv_quant_attention",
 }
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -29,6 +29,7 @@ CASE_MODULES: tuple[str, ...] = (
     # KV window
     "tests.native.cases_kv_window",
     # KV quantization
+    "tests.native.cases_kv_quant",
     # KV eviction, slot masks, attention probabilities
     "tests.native.cases_kv_evict",
     # token reduction
