@@ -74,8 +74,11 @@ def _print_status(report: dict[str, Any]) -> None:
     for entry in report["libraries"].values():
         name = entry["file"]
         if not entry["built"]:
-            reason = entry.get("error") or f"not built (looked in {report['build_dir']})"
-            out.print(styled("yellow", f"{name}: ", f"{reason}; parekit ops run as their function bodies"))
+            if "error" in entry:  # sessions refuse it: --no-native runs the bodies
+                out.print(styled("red", f"{name}: error: ", entry["error"]))
+            else:
+                out.print(styled("yellow", f"{name}: ", f"not built (looked in {report['build_dir']}); parekit ops "
+                                 "run as their function bodies"))
             continue
         out.print(styled("bold green", f"{name}: ", entry["path"]))
         if "error" in entry:

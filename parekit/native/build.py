@@ -78,7 +78,7 @@ def build(
     if out.exists() and not out.is_dir():
         raise NativeError(f"build folder {out} is not a folder")
     fresh = not (out / "CMakeCache.txt").exists()
-    configure = [cmake, "-S", str(src), "-B", str(out)]
+    configure = [cmake, "-S", str(src), "-B", str(out), "-DPAREKIT_BUILD_ORT=ON"]
     if fresh:
         configure.append("-DCMAKE_BUILD_TYPE=Release")
         if shutil.which("ninja"):

@@ -94,6 +94,11 @@ def test_a_file_onnx_runtime_cannot_load_is_named_in_one_line(run_cli, tmp_path,
         line = _one_line_error(res, str(junk), "--no-native")
         assert "cannot load the native library" in line
     assert run_cli("check", models["base"], models["identity"], "--seq", 16, "--no-native").exit_code == 0
+    sanitized = tmp_path / "libparekit_asan.so"  # what marks AddressSanitizer code (never dlopened here)
+    sanitized.write_bytes(b"\x7fELF...__asan_init...")
+    monkeypatch.setenv("PAREKIT_ORT_LIBRARY", str(sanitized))
+    _one_line_error(run_cli("check", models["base"], models["window"], code=2), "sanitizer build", str(sanitized))
+    assert "error: " in run_cli("native").stdout
     missing = tmp_path / "nowhere.so"
     monkeypatch.setenv("PAREKIT_ORT_LIBRARY", str(missing))
     _one_line_error(run_cli("native", "--path", "ort", code=2), "PAREKIT_ORT_LIBRARY", str(missing))
