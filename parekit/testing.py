@@ -28,6 +28,7 @@ def assert_parity(
     providers: Sequence[str] | None = None,
     optimization: Optimization = "all",
     outputs: Sequence[str] | None = None,
+    native: bool | None = None,
     **metric_defaults: float | None,
 ) -> ParityReport:
     """Assert that a candidate model's outputs match the reference's.
@@ -44,6 +45,8 @@ def assert_parity(
         providers: ORT execution providers.
         optimization: ORT graph optimization level.
         outputs: Compare only these outputs.
+        native: parekit's native kernels for both models (``None``: when built; see
+            :class:`~parekit.backends.ort.OrtRunner`).
         **metric_defaults: Default thresholds by metric (``max_abs=1e-3``, ``cosine=0.99``;
             ``None`` stops checking that metric), applied over ``thresholds``.
 
@@ -64,6 +67,7 @@ def assert_parity(
         providers=providers,
         optimization=optimization,
         outputs=outputs,
+        native=native,
     )
     if not report.passed:
         lines = "\n".join(f"  {line}" for line in report.failures)

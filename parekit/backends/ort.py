@@ -4,7 +4,8 @@
 symbolic dim names such as ``"batch"`` are kept) and feed checks that name what is wrong.
 :func:`check_loads` (:mod:`parekit.backends.ort_check`) is the verifier run after each pass
 (``--verify-each``); providers and session options are in :mod:`parekit.backends.ort_options`, model
-serialization in :mod:`parekit.backends.ort_source`. Their public names are importable from here.
+serialization in :mod:`parekit.backends.ort_source`, the native custom-op library in
+:mod:`parekit.backends.ort_native`. Their public names are importable from here.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from parekit.backends.ort_check import check_loads
+from parekit.backends.ort_native import register_native
 from parekit.backends.ort_options import Optimization, resolve_providers, session_options
 from parekit.backends.ort_source import PROTO_LIMIT_BYTES, describe, ort_source
 from parekit.backends.specs import TensorSpec
@@ -35,6 +38,7 @@ __all__ = [
     "Optimization",
     "OrtRunner",
     "check_loads",
+    "register_native",
     "resolve_providers",
     "session_options",
 ]
@@ -51,9 +55,15 @@ class OrtRunner:
             ``"tensorrt"``); default CPU.
         optimization: ORT graph optimization level.
         threads: Intra-op thread count; ``None`` lets ORT choose.
+        native: parekit's native kernels (``libparekit_ort.so``): ``None`` = registered when built,
+            else the ops' function bodies run; ``True`` = required; ``False`` = function bodies.
+
+    Attributes:
+        native_library: The library the session registered, or ``None`` (function bodies ran).
 
     Raises:
         BackendError: A provider is unavailable or did not load, or ORT rejects the model.
+        NativeError: ``native=True`` without a built library, or ORT cannot load the library.
     """
 
     def __init__(
@@ -63,12 +73,14 @@ class OrtRunner:
         providers: Sequence[str] | None = None,
         optimization: Optimization = "all",
         threads: int | None = None,
+        native: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.providers = resolve_providers(providers)
         options = session_options(optimization, threads)
         self.name = describe(model)
+        self.native_library: Path | None = register_native(options, native)
         with ort_source(model, options) as (source, proto_inputs):
             try:
                 self.session: onnxruntime.InferenceSession = ort.InferenceSession(
@@ -85,6 +97,12 @@ class OrtRunner:
                 note=f"the session fell back to {', '.join(active)}; check the provider's libraries (CUDA, cuDNN, TensorRT)",
             )
         self._output_names = [o.name for o in self.session.get_outputs()]
+        if self.native_library is not None:
+            logger.info("%s: native library %s registered (parekit ops with a kernel run it)", self.name,
+                        self.native_library)
+        else:
+            logger.info("%s: no native library (%s): parekit ops run as their function bodies", self.name,
+                        "--no-native" if native is False else "not built")
 
     @property
     def input_specs(self) -> list[TensorSpec]:

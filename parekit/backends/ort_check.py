@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from parekit.backends.ort_native import register_native
 from parekit.backends.ort_options import Optimization, session_options
 from parekit.backends.ort_source import model_name, serialized
 from parekit.errors import VerificationError, one_line
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["check_loads"]
 
 
-def check_loads(model: ir.Model, *, optimization: Optimization = "basic") -> None:
+def check_loads(model: ir.Model, *, optimization: Optimization = "basic", native: bool | None = False) -> None:
     """Verify a model: the full ONNX checker, then an ONNX Runtime (CPU) session.
 
     Models whose weights exceed :data:`PROTO_LIMIT_BYTES`, or that read external data, are
@@ -25,14 +26,20 @@ def check_loads(model: ir.Model, *, optimization: Optimization = "basic") -> Non
         model: The model to verify.
         optimization: ORT optimization level used for the test session (``"basic"`` also runs
             constant folding, which catches more type errors than ``"disabled"``).
+        native: Register parekit's native library in the test session (``None``: when built). Default
+            ``False``: the portable form every optimized model must load in, the ops' function bodies
+            (ORT type-checks each inlined body); with the library, nodes with a kernel are checked
+            against the kernel's dtype bindings instead.
 
     Raises:
         VerificationError: The checker or ORT rejects the model; the message is one line.
+        NativeError: ``native=True`` without a built library, or ORT cannot load it.
     """
     import onnx
     import onnxruntime as ort
 
     options = session_options(optimization, None)
+    register_native(options, native)
     with serialized(model, options) as (source, proto):
         try:
             onnx.checker.check_model(_checkable(proto) if proto is not None else source, full_check=True)

@@ -59,6 +59,8 @@ class ModelTiming:
         runs: How many timed runs the statistics cover.
         peak_rss_mib: Peak RSS of a child process loading and running the model once, minus its
             baseline after imports; ``None`` when not measured or the measurement failed.
+        native: The native library its session registered (parekit ops with a kernel ran it), or
+            ``None`` (function bodies).
     """
 
     model: str
@@ -69,6 +71,7 @@ class ModelTiming:
     ratio: float
     runs: int
     peak_rss_mib: float | None = None
+    native: str | None = None
 
 
 @dataclass
@@ -139,6 +142,7 @@ def bench_models(
     threads: int | None = None,
     measure_memory: bool = True,
     progress: bool = False,
+    native: bool | None = None,
 ) -> BenchReport:
     """Time models side by side (interleaved) and measure their peak memory.
 
@@ -152,6 +156,8 @@ def bench_models(
         threads: Intra-op threads per session (``None``: ORT's default).
         measure_memory: Measure peak RSS per model in a child process.
         progress: Show a progress bar.
+        native: parekit's native kernels (see :class:`~parekit.backends.ort.OrtRunner`), for the timed
+            sessions and the memory children alike.
 
     Returns:
         The report.
@@ -171,7 +177,7 @@ def bench_models(
         raise DataError(f"bench needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
 
     paths = [str(Path(m)) for m in models]
-    runners = [OrtRunner(p, providers=providers, threads=threads) for p in paths]
+    runners = [OrtRunner(p, providers=providers, threads=threads, native=native) for p in paths]
     prepared = [[r.prepare_feeds(f) for f in feed_sets] for r in runners]
     samples: list[list[float]] = [[] for _ in runners]
 
@@ -195,11 +201,12 @@ def bench_models(
     memory: list[float | None] = [None] * len(paths)
     if measure_memory:
         for i, path in enumerate(paths):
-            memory[i] = _peak_rss_mib(path, feed_sets[0], providers, threads)
+            library = runners[i].native_library
+            memory[i] = _peak_rss_mib(path, feed_sets[0], providers, threads, library is not None)
 
     base_median = statistics.median(samples[0])
     timings = []
-    for path, times, mem in zip(paths, samples, memory, strict=True):
+    for path, times, mem, runner in zip(paths, samples, memory, runners, strict=True):
         ms = np.asarray(times) * 1e3
         median = float(np.median(ms))
         timings.append(
@@ -212,6 +219,7 @@ def bench_models(
                 ratio=(base_median * 1e3) / median if median > 0 else float("inf"),
                 runs=len(times),
                 peak_rss_mib=mem,
+                native=str(runner.native_library) if runner.native_library is not None else None,
             )
         )
     return BenchReport(
@@ -251,7 +259,8 @@ def _progress_bar(enabled: bool, rounds: int, n_models: int) -> tuple[Any, Any] 
 
 
 def _peak_rss_mib(
-    path: str, feeds: Mapping[str, np.ndarray], providers: Sequence[str] | None, threads: int | None
+    path: str, feeds: Mapping[str, np.ndarray], providers: Sequence[str] | None, threads: int | None,
+    native: bool,
 ) -> float | None:
     """Run :func:`_memory_main` in a fresh interpreter and read its answer.
 
@@ -266,6 +275,7 @@ def _peak_rss_mib(
             "feeds": str(feeds_file),
             "providers": list(providers or []),
             "threads": threads,
+            "native": native,
         }
         command = [sys.executable, "-c", "from parekit.bench.timing import _memory_main; _memory_main()"]
         try:
@@ -307,7 +317,8 @@ def _memory_main() -> None:
             feeds = {key: archive[key] for key in archive.files}
         probe = _PeakProbe()
         runner = OrtRunner(
-            request["model"], providers=request["providers"] or None, threads=request["threads"]
+            request["model"], providers=request["providers"] or None, threads=request["threads"],
+            native=request["native"],
         )
         runner.run(feeds)
         peak_mib = probe.peak_mib()

@@ -11,6 +11,8 @@ from parekit.cli.common import (
     data_options,
     deliver_json,
     json_options,
+    native_line,
+    native_option,
     plain,
     provider_option,
     quiet_onnxruntime,
@@ -33,6 +35,7 @@ __all__ = ["bench"]
 @click.option("--memory/--no-memory", default=True, show_default=True, help="measure peak memory in child processes")
 @json_options
 @provider_option
+@native_option
 def bench(
     models: tuple[str, ...],
     data: str,
@@ -48,6 +51,7 @@ def bench(
     as_json: bool,
     json_path: str | None,
     providers: tuple[str, ...],
+    native: bool | None,
 ) -> None:
     """Time MODELS side by side (interleaved, after warm-up); ratios are against the first one."""
     from parekit.bench import bench_models
@@ -74,7 +78,7 @@ def bench(
     del loaded
     report = bench_models(
         list(models), feeds, warmup=warmup, iters=iters, providers=list(providers) or None, threads=threads,
-        measure_memory=memory, progress=True,
+        measure_memory=memory, progress=True, native=native,
     )
     payload = {"data": source, **report.to_dict()}
     if deliver_json(files, json_path, payload, as_json):
@@ -82,3 +86,4 @@ def bench(
     out = console()
     out.print(plain(f"data: {source}"))
     out.print(report.render())
+    out.print(plain(native_line([m.native for m in report.models])))

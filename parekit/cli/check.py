@@ -13,6 +13,8 @@ from parekit.cli.common import (
     echo_json,
     json_options,
     json_text,
+    native_line,
+    native_option,
     plain,
     provider_option,
     quiet_onnxruntime,
@@ -38,6 +40,7 @@ __all__ = ["check"]
 @click.option("--save-golden", type=click.Path(dir_okay=False), help="save the reference's outputs as .npz")
 @click.option("--save-feeds", type=click.Path(dir_okay=False), help="save the feeds used as .npz (reusable with --data)")
 @provider_option
+@native_option
 def check(
     reference: str,
     candidate: str,
@@ -54,6 +57,7 @@ def check(
     save_golden: str | None,
     save_feeds: str | None,
     providers: tuple[str, ...],
+    native: bool | None,
 ) -> None:
     """Compare CANDIDATE's outputs with REFERENCE's on the same feeds; exit 1 if a threshold fails.
 
@@ -93,7 +97,7 @@ def check(
         feeds, source = build_feeds(cand_model, data, samples=samples, batch=batch, seq=seq)
         report = compare_to_golden(
             candidate, feeds, reference, thresholds=limits, providers=provider_list,
-            outputs=list(outputs) or None, progress=True,
+            outputs=list(outputs) or None, progress=True, native=native,
         )
         golden = None
     else:
@@ -105,9 +109,9 @@ def check(
         feeds, source = build_feeds(ref_model, data, samples=samples, batch=batch, seq=seq, seed=seed, dims=size_of)
         report = compare_models(
             reference, candidate, feeds, thresholds=limits, providers=provider_list,
-            outputs=list(outputs) or None, progress=True,
+            outputs=list(outputs) or None, progress=True, native=native,
         )
-        golden = run_outputs(reference, feeds, providers=provider_list) if save_golden else None
+        golden = run_outputs(reference, feeds, providers=provider_list, native=native) if save_golden else None
     payload = {"reference": reference, "candidate": candidate, "data": source, **report.to_dict()}
     with files:  # every output is written, or none
         if save_golden and golden is not None:
@@ -122,6 +126,7 @@ def check(
         out = console()
         out.print(plain(f"data: {source}"))
         out.print(report.render())
+        out.print(plain(native_line([report.native.get("candidate")] if golden_mode else list(report.native.values()))))
         if not report.passed:
             for line in report.failures:
                 out.print(styled("red", "FAIL ", line))

@@ -1,5 +1,6 @@
 """What every ``parekit`` command shares: the console, terminal-safe text, error reporting, bounds and
-the options defined once (``--threads``, ``--provider``, ``--json``/``--json-file``, the data options).
+the options defined once (``--threads``, ``--provider``, ``--native``, ``--json``/``--json-file``, the data
+options).
 
 Nothing here imports a command module, so command modules and :mod:`parekit.cli.main` import this one
 and never each other.
@@ -254,6 +255,22 @@ def provider_option(func: F) -> F:
     """``--provider NAME`` (repeatable): ONNX Runtime execution providers."""
     return click.option("--provider", "providers", multiple=True,
                         help="ONNX Runtime execution provider (default CPU; repeatable)")(func)
+
+
+def native_option(func: F) -> F:
+    """``--native/--no-native``: parekit's native kernels (absent: the library when it is built)."""
+    return click.option("--native/--no-native", "native", default=None,
+                        help="run parekit ops as native kernels (libparekit_ort.so; an error when not built) "
+                             "or as their function bodies; default: the kernels when built")(func)
+
+
+def native_line(libraries: list[str | None]) -> str:
+    """The line tables print under them: which native library ran the parekit ops, or none."""
+    built = sorted({lib for lib in libraries if lib is not None})
+    if not built:
+        return "parekit ops: function bodies (no native library registered)"
+    some = "" if None not in libraries else " (some models: function bodies)"
+    return f"parekit ops: native kernels from {', '.join(built)}{some}"
 
 
 def json_options(func: F) -> F:

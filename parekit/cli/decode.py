@@ -23,6 +23,8 @@ from parekit.cli.common import (
     deliver_json,
     finite,
     json_options,
+    native_line,
+    native_option,
     plain,
     provider_option,
     quiet_onnxruntime,
@@ -54,11 +56,11 @@ def _tokenizer(session: Any, model: str, path: str | None) -> Any:
     return sample.tokenizer() or ByteTokenizer()
 
 
-def _session(model: str, threads: int | None, providers: tuple[str, ...]) -> Any:
+def _session(model: str, threads: int | None, providers: tuple[str, ...], native: bool | None) -> Any:
     from parekit.runtime.decoder import DecoderSession
 
     quiet_onnxruntime()
-    return DecoderSession(model, providers=list(providers) or None, threads=threads)
+    return DecoderSession(model, providers=list(providers) or None, threads=threads, native=native)
 
 
 def _bytes(n: int) -> str:
@@ -92,6 +94,7 @@ def _check_prompts(prompts: tuple[str, ...]) -> None:
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-text token")
 @threads_option
 @provider_option
+@native_option
 def generate_cmd(
     model: str,
     prompts: tuple[str, ...],
@@ -105,6 +108,7 @@ def generate_cmd(
     ignore_eos: bool,
     threads: int | None,
     providers: tuple[str, ...],
+    native: bool | None,
 ) -> None:
     """Generate text with decoder MODEL (prefill, then one token per step; any KV pass included)."""
     from parekit.runtime.generate import generate
@@ -113,7 +117,7 @@ def generate_cmd(
     finite("--temperature", temperature)
     finite("--top-p", top_p)
     _check_prompts(prompts)
-    session = _session(model, threads, providers)
+    session = _session(model, threads, providers, native)
     tok = _tokenizer(session, model, tokenizer_path)
     encoded = [tok.encode(p) for p in prompts]
     if any(not ids for ids in encoded):
@@ -179,6 +183,7 @@ def generate_cmd(
 @json_options
 @threads_option
 @provider_option
+@native_option
 def eval_cmd(
     models: tuple[str, ...],
     task: str,
@@ -192,6 +197,7 @@ def eval_cmd(
     json_path: str | None,
     threads: int | None,
     providers: tuple[str, ...],
+    native: bool | None,
 ) -> None:
     """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step."""
     from parekit.runtime.evaluate import evaluate_perplexity, prose_token_ids
@@ -203,7 +209,7 @@ def eval_cmd(
         files.add_input(f"MODEL #{i + 1}", m)
     files.add_output("--json-file", json_path)
     files.check()
-    sessions = [_session(m, threads, providers) for m in models]
+    sessions = [_session(m, threads, providers, native) for m in models]
     tok = _tokenizer(sessions[0], models[0], tokenizer_path)
     tokens = prose_token_ids(tok, ctx)
     results = evaluate_perplexity(sessions, tokens, prefill=prefill, chunk=chunk, tail=tail, progress=True)
@@ -244,4 +250,6 @@ def eval_cmd(
             f"{r.ms_per_step:.2f}",
             f"{base.ms_per_step / r.ms_per_step:.2f}×",
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    out.print(plain(native_line([r.native for r in results])))

@@ -2,7 +2,7 @@
 
 Each command family lives in its own module (:mod:`~parekit.cli.samples`, :mod:`~parekit.cli.inspect_cmd`,
 :mod:`~parekit.cli.passes_cmd`, :mod:`~parekit.cli.optimize`, :mod:`~parekit.cli.check`,
-:mod:`~parekit.cli.bench`, :mod:`~parekit.cli.decode`); what they share is in :mod:`~parekit.cli.common`.
+:mod:`~parekit.cli.bench`, :mod:`~parekit.cli.decode`, :mod:`~parekit.cli.native_cmd`); what they share is in :mod:`~parekit.cli.common`.
 Heavy packages (onnxruntime, torch) are imported inside the commands, so ``parekit --help`` works
 without them. Every :class:`~parekit.errors.ParekitError` becomes ``error: <one line>`` (plus a
 ``Note:`` line) on stderr and exit status 2; nothing is written to an output path on failure.
@@ -18,6 +18,7 @@ from parekit.cli.check import check
 from parekit.cli.common import Group, setup_logging
 from parekit.cli.decode import eval_cmd, generate_cmd
 from parekit.cli.inspect_cmd import inspect
+from parekit.cli.native_cmd import native_cmd
 from parekit.cli.optimize import optimize
 from parekit.cli.passes_cmd import passes_cmd
 from parekit.cli.samples import samples
@@ -39,11 +40,12 @@ def cli(verbose: int) -> None:
       parekit optimize minilm.onnx --passes "drop-layers{layers=[4,5]}" -o minilm.d.onnx
       parekit check minilm.onnx minilm.d.onnx --data text
       parekit bench minilm.onnx minilm.d.onnx
+      parekit native build                 (C++ kernels for the parekit ops; --native/--no-native)
     """
     setup_logging(verbose)
 
 
-for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd):
+for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd, native_cmd):
     cli.add_command(command)
 
 

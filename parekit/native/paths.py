@@ -10,7 +10,19 @@ from typing import Any, Final
 
 from parekit.errors import ParekitError
 
-__all__ = ["LIBRARY_FILES", "NativeError", "describe_library", "library_path", "require_library", "resolve_library"]
+__all__ = [
+    "BUILD_HINT",
+    "LIBRARY_FILES",
+    "NativeError",
+    "build_dir",
+    "describe_library",
+    "is_sanitized",
+    "library_path",
+    "require_library",
+    "resolve_library",
+    "sanitizer_build_dir",
+    "source_dir",
+]
 
 LIBRARY_FILES: Final = {"ort": "libparekit_ort.so"}
 """Library kind -> file name in the build folder."""
@@ -25,6 +37,35 @@ class NativeError(ParekitError):
     """A native library is missing, unloadable, or could not be built."""
 
 
+def source_dir() -> Path | None:
+    """The ``native/`` source folder of the checkout parekit runs from, or ``None`` (installed wheel)."""
+    candidate = Path(__file__).resolve().parents[2] / "native"
+    return candidate if (candidate / "CMakeLists.txt").is_file() else None
+
+
+def build_dir() -> Path:
+    """Where the libraries are built: ``$PAREKIT_NATIVE_BUILD_DIR``, else ``build/native`` of the checkout,
+    else ``~/.cache/parekit/native/build``."""
+    explicit = os.environ.get("PAREKIT_NATIVE_BUILD_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    src = source_dir()
+    if src is not None:
+        return src.parent / "build" / "native"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "parekit" / "native" / "build"
+
+
+def sanitizer_build_dir() -> Path:
+    """The default folder of a sanitizer build: :func:`build_dir` with ``-asan`` appended.
+
+    A sanitized library cannot be loaded into an unsanitized Python, so it never replaces the one
+    sessions register; its use is the ctest suite.
+    """
+    default = build_dir()
+    return default.with_name(default.name + "-asan")
+
+
 def _check_kind(kind: str) -> None:
     if kind not in LIBRARY_FILES:
         raise NativeError(f"unknown native library '{kind}'", note=f"known: {', '.join(LIBRARY_FILES)}")
@@ -34,7 +75,8 @@ def library_path(kind: str = "ort") -> Path | None:
     """The library's path when it exists: ``$PAREKIT_ORT_LIBRARY`` if set, else the build folder's copy.
 
     Raises:
-        NativeError: The environment variable names a file that does not exist.
+        NativeError: The environment variable names a file that does not exist, or the library is a
+            sanitizer build (AddressSanitizer/ThreadSanitizer code aborts a process it is loaded into).
     """
     _check_kind(kind)
     explicit = os.environ.get(_ENV[kind])
@@ -42,11 +84,35 @@ def library_path(kind: str = "ort") -> Path | None:
         path = Path(explicit)
         if not path.is_file():
             raise NativeError(f"{_ENV[kind]} names '{explicit}', which is not a file")
-        return path.resolve()
-    from parekit.native.build import build_dir
+        path = path.resolve()
+    else:
+        path = build_dir() / LIBRARY_FILES[kind]
+        if not path.is_file():
+            return None
+    if is_sanitized(path):
+        raise NativeError(
+            f"{path} is a sanitizer build, which cannot be loaded into Python",
+            note="sanitizer builds are for ctest; build the library for sessions into its own folder: "
+            "parekit native build",
+        )
+    return path
 
-    path = build_dir() / LIBRARY_FILES[kind]
-    return path if path.is_file() else None
+
+_SANITIZER_MARKERS: Final = (b"__asan_init", b"__tsan_init")
+_sanitized_cache: dict[tuple[str, int, int], bool] = {}
+
+
+def is_sanitized(path: Path) -> bool:
+    """Whether a shared library holds AddressSanitizer or ThreadSanitizer code (read from its bytes)."""
+    try:
+        info = path.stat()
+        key = (str(path), info.st_mtime_ns, info.st_size)
+        if key not in _sanitized_cache:
+            data = path.read_bytes()
+            _sanitized_cache[key] = any(marker in data for marker in _SANITIZER_MARKERS)
+        return _sanitized_cache[key]
+    except OSError:
+        return False
 
 
 def require_library(kind: str = "ort") -> Path:
@@ -72,8 +138,11 @@ def describe_library(path: Path) -> dict[str, Any]:
     The library is loaded with ctypes (it has no link-time dependency on ONNX Runtime).
 
     Raises:
-        NativeError: The file cannot be loaded or does not answer like a parekit library.
+        NativeError: The file is a sanitizer build, cannot be loaded, or does not answer like a parekit
+            library.
     """
+    if is_sanitized(path):
+        raise NativeError(f"{path} is a sanitizer build; it is not loaded into this process")
     try:
         lib = ctypes.CDLL(str(path))
         lib.ParekitDescribeOps.restype = ctypes.c_char_p
@@ -81,10 +150,10 @@ def describe_library(path: Path) -> dict[str, Any]:
         raw = lib.ParekitDescribeOps()
         api = int(lib.ParekitOrtApiVersion())
     except (OSError, AttributeError) as exc:
-        raise NativeError(f"cannot load native library {path.name}: {exc}") from exc
+        raise NativeError(f"cannot load native library {path}: {' '.join(str(exc).split())}") from exc
     try:
         described = json.loads(raw.decode("utf-8"))
     except (ValueError, AttributeError) as exc:
-        raise NativeError(f"native library {path.name} returned an unreadable op description") from exc
+        raise NativeError(f"native library {path} returned an unreadable op description") from exc
     described["ort_api_version"] = api
     return dict(described)

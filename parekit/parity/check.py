@@ -67,6 +67,8 @@ class ParityReport:
         feed_sets: How many feed sets were run.
         reference: A description of the reference (path or model name).
         candidate: A description of the candidate.
+        native: What ran the parekit ops, per side (``"reference"``, ``"candidate"``): the native
+            library's path, or ``None`` for the function bodies (and for golden outputs).
     """
 
     passed: bool
@@ -77,6 +79,7 @@ class ParityReport:
     feed_sets: int = 0
     reference: str = "reference"
     candidate: str = "candidate"
+    native: dict[str, str | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
@@ -90,6 +93,7 @@ class ParityReport:
                 "thresholds": self.thresholds,
                 "failures": self.failures,
                 "not_compared": self.not_compared,
+                "native": dict(self.native),
             }
         )
         return data
@@ -138,6 +142,7 @@ def compare_models(
     optimization: Optimization = "all",
     outputs: Sequence[str] | None = None,
     progress: bool = False,
+    native: bool | None = None,
 ) -> ParityReport:
     """Run two models on the same feeds and compare their outputs.
 
@@ -151,6 +156,8 @@ def compare_models(
         optimization: ORT graph optimization level for both models.
         outputs: Compare only these outputs (each must exist in both models).
         progress: Show a progress bar.
+        native: parekit's native kernels for both models (see :class:`~parekit.backends.ort.OrtRunner`;
+            runners passed in keep their own).
 
     Returns:
         The report.
@@ -162,15 +169,17 @@ def compare_models(
     """
     limits = Thresholds.coerce(thresholds)
     feed_sets = _feed_sets(feeds)
-    ref = _runner(reference, providers, optimization)
-    cand = _runner(candidate, providers, optimization)
+    ref = _runner(reference, providers, optimization, native)
+    cand = _runner(candidate, providers, optimization, native)
     names, not_compared = _match_outputs(ref.output_names, cand.output_names, outputs)
 
     def pairs() -> Iterator[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]:
         for feed in _progress(feed_sets, progress, "comparing"):
             yield ref.run(feed, names), cand.run(feed, names)
 
-    return _report(pairs(), names, not_compared, limits, len(feed_sets), ref.name, cand.name)
+    report = _report(pairs(), names, not_compared, limits, len(feed_sets), ref.name, cand.name)
+    report.native = {"reference": _native(ref), "candidate": _native(cand)}
+    return report
 
 
 def compare_to_golden(
@@ -183,6 +192,7 @@ def compare_to_golden(
     optimization: Optimization = "all",
     outputs: Sequence[str] | None = None,
     progress: bool = False,
+    native: bool | None = None,
 ) -> ParityReport:
     """Compare a model's outputs with stored golden outputs (see :func:`save_golden`).
 
@@ -195,6 +205,7 @@ def compare_to_golden(
         optimization: ORT graph optimization level.
         outputs: Compare only these outputs.
         progress: Show a progress bar.
+        native: parekit's native kernels (see :class:`~parekit.backends.ort.OrtRunner`).
 
     Returns:
         The report (the golden outputs play the reference).
@@ -215,14 +226,16 @@ def compare_to_golden(
     for index, outs in enumerate(golden_sets):
         if set(outs) != set(golden_names):
             raise ParityError(f"{ref_name}: output set {index} has different outputs than set 0")
-    cand = _runner(candidate, providers, optimization)
+    cand = _runner(candidate, providers, optimization, native)
     names, not_compared = _match_outputs(golden_names, cand.output_names, outputs)
 
     def pairs() -> Iterator[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]:
         for feed, gold in zip(_progress(feed_sets, progress, "comparing"), golden_sets, strict=True):
             yield gold, cand.run(feed, names)
 
-    return _report(pairs(), names, not_compared, limits, len(feed_sets), ref_name, cand.name)
+    report = _report(pairs(), names, not_compared, limits, len(feed_sets), ref_name, cand.name)
+    report.native = {"reference": None, "candidate": _native(cand)}
+    return report
 
 
 def run_outputs(
@@ -233,13 +246,16 @@ def run_outputs(
     optimization: Optimization = "all",
     outputs: Sequence[str] | None = None,
     progress: bool = False,
+    native: bool | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Run a model over feed sets and return its outputs (e.g. to store as golden outputs).
+
+    ``native``: parekit's native kernels (see :class:`~parekit.backends.ort.OrtRunner`).
 
     Returns:
         One dict of outputs per feed set.
     """
-    runner = _runner(model, providers, optimization)
+    runner = _runner(model, providers, optimization, native)
     return [runner.run(feed, outputs) for feed in _progress(_feed_sets(feeds), progress, "running")]
 
 
@@ -328,12 +344,19 @@ def _feed_sets(feeds: Sequence[Feeds] | Feeds) -> list[Feeds]:
     return sets
 
 
-def _runner(model: ModelLike, providers: Sequence[str] | None, optimization: Optimization) -> OrtRunner:
+def _runner(
+    model: ModelLike, providers: Sequence[str] | None, optimization: Optimization, native: bool | None
+) -> OrtRunner:
     from parekit.backends.ort import OrtRunner
 
     if isinstance(model, OrtRunner):
         return model
-    return OrtRunner(model, providers=providers, optimization=optimization)
+    return OrtRunner(model, providers=providers, optimization=optimization, native=native)
+
+
+def _native(runner: OrtRunner) -> str | None:
+    library = getattr(runner, "native_library", None)
+    return str(library) if library is not None else None
 
 
 def _progress(items: Sequence[Feeds], enabled: bool, what: str) -> Iterator[Feeds]:

@@ -50,6 +50,8 @@ class DecoderSession:
         model: Model path, bytes, ``onnx_ir.Model``, or an existing :class:`OrtRunner`.
         providers: ORT execution providers (default CPU).
         threads: ORT intra-op threads (``None``: ORT's default).
+        native: parekit's native kernels (``None``: when built; see :class:`OrtRunner`); ignored when
+            ``model`` is a runner.
 
     Raises:
         ParekitError: The model does not follow the contract (no ``input_ids``/``attention_mask``
@@ -62,13 +64,19 @@ class DecoderSession:
         *,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        native: bool | None = None,
     ) -> None:
         from parekit.backends.ort import OrtRunner
 
         self.runner = (
-            model if isinstance(model, OrtRunner) else OrtRunner(model, providers=providers, threads=threads)
+            model
+            if isinstance(model, OrtRunner)
+            else OrtRunner(model, providers=providers, threads=threads, native=native)
         )
         self.name = self.runner.name
+        library = self.runner.native_library
+        self.native_library: str | None = str(library) if library is not None else None
+        """The native library the session registered, or ``None`` (function bodies)."""
         specs = {s.name: s for s in self.runner.input_specs}
         outputs = self.runner.output_names
         for needed in ("input_ids", "attention_mask"):

@@ -64,6 +64,8 @@ class ModelEval:
         tokens_all: Positions counted (``N - 1``).
         kv_bytes: Bytes of all ``past*`` state fed at the last step.
         ms_per_step: Median decode step time (ms) over the last ``tail`` steps.
+        native: The native library its session registered (parekit ops with a kernel ran it), or
+            ``None`` (function bodies).
     """
 
     model: str
@@ -77,6 +79,7 @@ class ModelEval:
     tokens_all: int
     kv_bytes: int
     ms_per_step: float
+    native: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
@@ -181,6 +184,7 @@ def evaluate_perplexity(
                 tokens_all=n - 1,
                 kv_bytes=fed_bytes[k],
                 ms_per_step=1e3 * statistics.median(last) if last else float("nan"),
+                native=session.native_library,
             )
         )
     return results
