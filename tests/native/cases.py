@@ -31,6 +31,7 @@ CASE_MODULES: tuple[str, ...] = (
     # KV quantization
     # KV eviction, slot masks, attention probabilities
     # token reduction
+    "tests.native.cases_tokens",
 )
 
 
