@@ -115,15 +115,28 @@ def prune_cases(rng: np.random.Generator) -> Iterator[Case]:
         yield Case(TOKEN_PRUNE, f"{name}.error", inputs, {}, error=error)
 
 
-def _metric(rng: np.random.Generator, b: int, n: int, d: int, dtype: np.dtype, ties: bool) -> np.ndarray:
+def _metric(
+    rng: np.random.Generator,
+    b: int,
+    n: int,
+    d: int,
+    dtype: np.dtype,
+    ties: bool,
+    zero_row: bool | None = None,
+) -> np.ndarray:
     """Random metric rows; with ``ties``, duplicated B rows (argmax ties), duplicated A rows (score ties)
-    and an all-zero row (the norm floor: cosine 0 with everything)."""
+    and (``zero_row``, default: unless float16) an all-zero row (the norm floor: cosine 0 with everything).
+
+    Float16 metrics get no zero row by default: the function body's norm floor ``CastLike(1e-12)``
+    underflows to 0 in float16, so its cosine of a zero row is 0/0 = NaN where the float64 reference has
+    0; the ctest-only ``zero_metric_row`` cases cover that row for the kernel."""
     m = rng.standard_normal((b, n, d))
     if ties and n >= 8:
         m[:, 5] = m[:, 3]  # two B tokens every A token sees alike
         m[:, 7] = m[:, 3] * 2.0  # same direction, other norm
         m[:, 4] = m[:, 2]  # two A tokens with the same best match
-        m[:, 6] = 0.0
+        if zero_row if zero_row is not None else np.dtype(dtype) != np.float16:
+            m[:, 6] = 0.0
     return m.astype(dtype)
 
 
@@ -140,7 +153,13 @@ def merge_cases(rng: np.random.Generator) -> Iterator[Case]:
                 name = f"b{b}n{n}c{c}d{d}.r{r}p{protect}.{kind}{'.ties' if ties else ''}"
                 yield _case(TOKEN_MERGE, name, inputs, {"r": r, "protect": protect}, np.float32)
     # dtypes and shapes: N = 1, N = 2, odd N, the ViT-B/16 shape (N 197, r 16; C cut to keep vectors small)
-    shapes = [(3, 1, 4, 3, 1, 0), (3, 2, 4, 3, 1, 0), (2, 3, 4, 3, 1, 1), (3, 17, 8, 5, 5, 1), (2, 197, 24, 64, 16, 1)]
+    shapes = [
+        (3, 1, 4, 3, 1, 0),
+        (3, 2, 4, 3, 1, 0),
+        (2, 3, 4, 3, 1, 1),
+        (3, 17, 8, 5, 5, 1),
+        (2, 197, 24, 64, 16, 1),
+    ]
     for dtype in (np.float32, np.float16, np.float64, BF16):
         for b, n, c, d, r, protect in shapes:
             for kind in ("merged", "pad") if n > 3 else ("ones",):
@@ -149,11 +168,23 @@ def merge_cases(rng: np.random.Generator) -> Iterator[Case]:
                 name = f"b{b}n{n}c{c}d{d}.r{r}p{protect}.{kind}.{_name(dtype)}"
                 yield _case(TOKEN_MERGE, name, inputs, {"r": r, "protect": protect}, dtype)
     # a metric of another float type than the tokens (the body casts only the similarities)
-    for tdtype, mdtype in [(np.float32, np.float16), (np.float16, np.float32), (np.float64, np.float32), (np.float32, BF16)]:
+    for tdtype, mdtype in [
+        (np.float32, np.float16),
+        (np.float16, np.float32),
+        (np.float64, np.float32),
+        (np.float32, BF16),
+    ]:
         x = rng.standard_normal((3, 15, 6)).astype(tdtype)
         inputs = [x, _metric(rng, 3, 15, 4, mdtype, True), _sizes(rng, 3, 15, "merged", tdtype)]
         name = f"metric_{_name(mdtype)}.tokens_{_name(tdtype)}"
         yield _case(TOKEN_MERGE, name, inputs, {"r": 4}, tdtype)
+    # a zero metric row in float16 (the body gives NaN there, see _metric): kernel vs reference only
+    for tdtype in (np.float16, np.float32):
+        x = rng.standard_normal((3, 15, 6)).astype(tdtype)
+        metric = _metric(rng, 3, 15, 4, np.float16, True, zero_row=True)
+        inputs = [x, metric, _sizes(rng, 3, 15, "merged", tdtype)]
+        name = f"zero_metric_row.metric_float16.tokens_{_name(tdtype)}"
+        yield _case(TOKEN_MERGE, name, inputs, {"r": 4}, tdtype, ort=False)
     # padding rules: real A tokens whose only free partners are padding, padding A tokens merging first
     x = rng.standard_normal((3, 13, 4)).astype(np.float32)
     sizes = np.ones((3, 13), np.float32)
@@ -201,7 +232,11 @@ def restore_cases(rng: np.random.Generator) -> Iterator[Case]:
     yield _case(
         TOKEN_RESTORE,
         "m0",
-        [np.zeros((2, 0, 3), np.float32), np.zeros((2, 4, 0), np.float32), rng.standard_normal((2, 4, 3)).astype(np.float32)],
+        [
+            np.zeros((2, 0, 3), np.float32),
+            np.zeros((2, 4, 0), np.float32),
+            rng.standard_normal((2, 4, 3)).astype(np.float32),
+        ],
         {},
         np.float32,
     )
@@ -219,7 +254,11 @@ def restore_cases(rng: np.random.Generator) -> Iterator[Case]:
     base = rng.standard_normal((3, 7, 6)).astype(np.float32)
     yield Case(TOKEN_RESTORE, "general_assign", [reduced, assign, base], {}, ort=False)
     # refused at the API edge
-    r3, a3, b3 = np.zeros((2, 4, 3), np.float32), np.zeros((2, 6, 4), np.float32), np.zeros((2, 6, 3), np.float32)
+    r3, a3, b3 = (
+        np.zeros((2, 4, 3), np.float32),
+        np.zeros((2, 6, 4), np.float32),
+        np.zeros((2, 6, 3), np.float32),
+    )
     bad = [
         ("reduced_rank2", [np.zeros((4, 3), np.float32), a3, b3], "input 'reduced' must have rank 3"),
         ("assign_rank2", [r3, np.zeros((6, 4), np.float32), b3], "input 'assign' must have rank 3"),
