@@ -52,11 +52,16 @@ class TokenMergeKernel : public Kernel {
     for (int64_t i = std::min(protect_, n); i < n; ++i) (i % 2 == 0 ? a_set : b_set).push_back(i);
     const int64_t na = static_cast<int64_t>(a_set.size()), nb = static_cast<int64_t>(b_set.size());
     const double pad_sim = tokens::round_to(tt, -tokens::kPadPenalty);
+    // Bound of the float32 screen's error on a cosine: (D + 8) units of 2^-23 covers the unit vectors'
+    // rounding (2 * 2^-24) and the D-term float sum (D * 2^-24), with a factor 2 to spare.
+    const double eps = static_cast<double>(d + 8) * std::ldexp(1.0, -23);
 
     const double cost = static_cast<double>((r > 0 ? na * nb * d + n * d : 0) + n * (c + m));
     ctx.parallel_for(b, cost, [&](int64_t begin, int64_t end) {
       std::vector<double> unit_a(static_cast<size_t>(na * d)), unit_bt(static_cast<size_t>(nb * d));
-      std::vector<double> sims(static_cast<size_t>(nb)), score(static_cast<size_t>(na));
+      std::vector<double> score(static_cast<size_t>(na));
+      std::vector<float> simf(static_cast<size_t>(nb)), unit_af(static_cast<size_t>(na * d)),
+          unit_btf(static_cast<size_t>(nb * d));
       std::vector<int64_t> partner(static_cast<size_t>(n)), order(static_cast<size_t>(na));
       std::vector<int64_t> target(static_cast<size_t>(n)), counts(static_cast<size_t>(m) + 1);
       std::vector<int64_t> members(static_cast<size_t>(n)), cursor(static_cast<size_t>(m));
@@ -73,26 +78,59 @@ class TokenMergeKernel : public Kernel {
         std::fill(merged.begin(), merged.end(), char{0});
         if (r > 0) {
           match(metric.data, mt, row * d, d, a_set, b_set, unit_a, unit_bt, row_buf);
+          std::transform(unit_a.begin(), unit_a.end(), unit_af.begin(), [](double v) { return static_cast<float>(v); });
+          std::transform(unit_bt.begin(), unit_bt.end(), unit_btf.begin(), [](double v) { return static_cast<float>(v); });
           for (int64_t ai = 0; ai < na; ++ai) {
             const int64_t i = a_set[static_cast<size_t>(ai)];
             const bool ri = real[static_cast<size_t>(i)];
-            // sims[jj] = <unit_i, unit_j> over d, one B column per lane (vectorizes without reordering sums)
-            std::fill(sims.begin(), sims.end(), 0.0);
-            const double* ua = unit_a.data() + ai * d;
+            // Screen in float32: simf[jj] ~ <unit_i, unit_j>, one B column per lane (vectorizes).
+            std::fill(simf.begin(), simf.end(), 0.0f);
+            const float* uf = unit_af.data() + ai * d;
             for (int64_t k = 0; k < d; ++k) {
-              const double u = ua[k];
-              const double* bt = unit_bt.data() + k * nb;
-              for (int64_t jj = 0; jj < nb; ++jj) sims[static_cast<size_t>(jj)] += u * bt[jj];
+              const float u = uf[k];
+              const float* bt = unit_btf.data() + k * nb;
+              for (int64_t jj = 0; jj < nb; ++jj) simf[static_cast<size_t>(jj)] += u * bt[jj];
             }
+            // |simf - sim| <= eps (float rounding of the unit vectors and of the D-term sum; |sim| <= 1).
+            // A B token can hold the rounded maximum R only if round(simf + eps) >= round(max simf - eps);
+            // those candidates (usually one) are recomputed exactly in float64.
+            bool any_nan = false, any_allowed = false, any_pad = false;
+            float fmax = 0.0f;
+            for (int64_t jj = 0; jj < nb; ++jj) {
+              if (!(real[static_cast<size_t>(b_set[static_cast<size_t>(jj)])] || !ri)) {
+                any_pad = true;
+                continue;
+              }
+              const float f = simf[static_cast<size_t>(jj)];
+              if (std::isnan(f)) any_nan = true;
+              if (!any_allowed || f > fmax) fmax = f;
+              any_allowed = true;
+            }
+            double floor_r = any_pad ? pad_sim : -HUGE_VAL;
+            if (any_allowed && !any_nan) floor_r = std::max(floor_r, tokens::round_to(tt, static_cast<double>(fmax) - eps));
+            if (any_nan) floor_r = -HUGE_VAL;  // NaN wins wherever it is: keep every entry
             // np.argmax over the similarities rounded to the tokens' dtype: first maximum, NaN wins.
             int64_t best_k = 0;
             double best = 0.0;
+            bool first = true;
             for (int64_t jj = 0; jj < nb; ++jj) {
               const bool allowed = real[static_cast<size_t>(b_set[static_cast<size_t>(jj)])] || !ri;
-              const double v = allowed ? tokens::round_to(tt, sims[static_cast<size_t>(jj)]) : pad_sim;
-              if (jj == 0 || std::isnan(v) || v > best) {
+              double v = pad_sim;
+              if (allowed) {
+                if (!any_nan && tokens::round_to(tt, static_cast<double>(simf[static_cast<size_t>(jj)]) + eps) < floor_r) {
+                  continue;  // cannot reach the maximum
+                }
+                double s = 0.0;  // exact: the reference's float64 cosine (same order as a lane sum over d)
+                const double* ua = unit_a.data() + ai * d;
+                for (int64_t k = 0; k < d; ++k) s += ua[k] * unit_bt[static_cast<size_t>(k * nb + jj)];
+                v = tokens::round_to(tt, s);
+              } else if (v < floor_r) {
+                continue;
+              }
+              if (first || std::isnan(v) || v > best) {
                 best = v;
                 best_k = jj;
+                first = false;
                 if (std::isnan(v)) break;
               }
             }

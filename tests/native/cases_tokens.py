@@ -185,6 +185,32 @@ def merge_cases(rng: np.random.Generator) -> Iterator[Case]:
         inputs = [x, metric, _sizes(rng, 3, 15, "merged", tdtype)]
         name = f"zero_metric_row.metric_float16.tokens_{_name(tdtype)}"
         yield _case(TOKEN_MERGE, name, inputs, {"r": 4}, tdtype, ort=False)
+    # Exact and near ties of the float64 cosines decide partners here. The function body computes the
+    # cosines in the metric's type (float32/float16 ReduceL2, Div, MatMul), which breaks such ties its own
+    # way (and gives NaN for a zero float16 row), so only the float64 variants also run in ONNX Runtime;
+    # the others check the kernel against the reference (ctest).
+    # integer metrics: many exactly tied cosines (the float32 screen must keep every tied candidate)
+    for dtype in (np.float32, np.float16, np.float64):
+        for d in (2, 3):
+            x = rng.standard_normal((3, 33, 4)).astype(dtype)
+            metric = rng.integers(-1, 2, (3, 33, d)).astype(dtype)
+            inputs = [x, metric, _sizes(rng, 3, 33, "merged", dtype)]
+            name = f"integer_metric.d{d}.{_name(dtype)}"
+            yield _case(TOKEN_MERGE, name, inputs, {"r": 8}, dtype, ort=bool(dtype == np.float64))
+    # near ties: two B tokens whose cosines with every A token differ far below float32 resolution (and,
+    # for float32 tokens, by about one unit in the last place), so a float32 screen without its error
+    # margin would pick the wrong partner
+    for dtype, scale in ((np.float64, 1e-10), (np.float32, 3e-8)):
+        b, n, d = 3, 41, 64
+        base = rng.standard_normal((b, 1, d))
+        metric = base + 0.3 * rng.standard_normal((b, n, d))
+        metric[:, 5] = base[:, 0]
+        metric[:, 9] = base[:, 0] + scale * rng.standard_normal((b, d))
+        x = rng.standard_normal((b, n, 5)).astype(dtype)
+        inputs = [x, metric.astype(dtype), _sizes(rng, b, n, "ones", dtype)]
+        yield _case(
+            TOKEN_MERGE, f"near_ties.{_name(dtype)}", inputs, {"r": 6}, dtype, ort=bool(dtype == np.float64)
+        )
     # padding rules: real A tokens whose only free partners are padding, padding A tokens merging first
     x = rng.standard_normal((3, 13, 4)).astype(np.float32)
     sizes = np.ones((3, 13), np.float32)
