@@ -71,6 +71,25 @@ inline double load(const void* data, DType t, int64_t i) {
   }
 }
 
+// Elements [first, first + count) of a float tensor as double, one dtype switch per row.
+inline void load_row(const void* data, DType t, int64_t first, int64_t count, double* out) {
+  switch (t) {
+    case DType::kFloat32: {
+      const float* p = static_cast<const float*>(data) + first;
+      for (int64_t k = 0; k < count; ++k) out[k] = p[k];
+      return;
+    }
+    case DType::kFloat64: {
+      const double* p = static_cast<const double*>(data) + first;
+      for (int64_t k = 0; k < count; ++k) out[k] = p[k];
+      return;
+    }
+    default:
+      for (int64_t k = 0; k < count; ++k) out[k] = load(data, t, first + k);
+      return;
+  }
+}
+
 // Stores v into element i, rounded directly from double to the element type.
 inline void store(void* data, DType t, int64_t i, double v) {
   switch (t) {
@@ -129,7 +148,7 @@ inline void zero(void* data, int64_t count, size_t elem) {
 
 // Scratch for one group reduction (kept per worker, reused across groups).
 struct GroupScratch {
-  std::vector<double> weights, sizes, acc;
+  std::vector<double> weights, sizes, acc, row;
 };
 
 // One output token of token_common.reduce_reference: the weighted mean of the member rows of `tokens`
@@ -150,16 +169,14 @@ inline double reduce_group(const void* tokens, DType t, int64_t c, const int64_t
     den = pairwise_sum(s.weights.data(), count);
   }
   s.acc.assign(static_cast<size_t>(c), 0.0);
+  s.row.resize(static_cast<size_t>(c));
   for (int64_t k = 0; k < count; ++k) {
     const double w = s.weights[static_cast<size_t>(k)];
-    const int64_t base = members[k] * c;
+    load_row(tokens, t, members[k] * c, c, s.row.data());
     if (k == 0) {
-      for (int64_t j = 0; j < c; ++j) s.acc[static_cast<size_t>(j)] = w * load(tokens, t, base + j);
+      for (int64_t j = 0; j < c; ++j) s.acc[static_cast<size_t>(j)] = w * s.row[static_cast<size_t>(j)];
     } else {
-      for (int64_t j = 0; j < c; ++j) {
-        const double term = w * load(tokens, t, base + j);
-        s.acc[static_cast<size_t>(j)] += term;
-      }
+      for (int64_t j = 0; j < c; ++j) s.acc[static_cast<size_t>(j)] += w * s.row[static_cast<size_t>(j)];
     }
   }
   for (int64_t j = 0; j < c; ++j) store(out, t, out_row * c + j, s.acc[static_cast<size_t>(j)] / den);

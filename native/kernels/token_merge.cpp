@@ -195,14 +195,16 @@ class TokenMergeKernel : public Kernel {
                     std::vector<double>& row_buf) {
     const int64_t nb = static_cast<int64_t>(b_set.size());
     auto unit_row = [&](int64_t i) {
-      double ss = 0.0;
-      for (int64_t k = 0; k < d; ++k) {
-        const double v = tokens::load(metric, mt, base + i * d + k);
-        row_buf[static_cast<size_t>(k)] = v;
-        ss += v * v;
+      tokens::load_row(metric, mt, base + i * d, d, row_buf.data());
+      double acc[4] = {0.0, 0.0, 0.0, 0.0};  // four chains: the sum is latency-bound otherwise
+      int64_t k = 0;
+      for (; k + 4 <= d; k += 4) {
+        for (int q = 0; q < 4; ++q) acc[q] += row_buf[static_cast<size_t>(k + q)] * row_buf[static_cast<size_t>(k + q)];
       }
+      for (; k < d; ++k) acc[0] += row_buf[static_cast<size_t>(k)] * row_buf[static_cast<size_t>(k)];
+      const double ss = (acc[0] + acc[1]) + (acc[2] + acc[3]);
       const double norm = std::max(std::sqrt(ss), tokens::kNormFloor);
-      for (int64_t k = 0; k < d; ++k) row_buf[static_cast<size_t>(k)] /= norm;
+      for (int64_t q = 0; q < d; ++q) row_buf[static_cast<size_t>(q)] /= norm;
     };
     for (size_t ai = 0; ai < a_set.size(); ++ai) {
       unit_row(a_set[ai]);
