@@ -33,6 +33,7 @@ CASE_MODULES: tuple[str, ...] = (
     # KV eviction, slot masks, attention probabilities
     "tests.native.cases_kv_evict",
     # token reduction
+    "tests.native.cases_tokens",
 )
 
 
