@@ -1,6 +1,7 @@
 """KV-cache passes on the real SmolLM2-135M: perplexity, agreement, KV bytes and decode speed in one run.
 
     flock /tmp/parekit-bench.lock python bench/kv_cache.py [--ctx 2048] [--opset 23] [--config PIPELINE ...]
+                                                           [--native both|on|off]
                                                            [--out docs/bench_kv.md] [--json results.json]
 
 Every configuration is applied to the same export, then all models are evaluated side by side with
@@ -12,6 +13,10 @@ positions (the tokens fed one per step after the prefill; the JSON also holds th
 ``*_all``, which a long prefill dilutes), KV bytes fed at the last step (everything the cache carries
 across the graph boundary), its ratio to the full cache, and decode ms/step at the end of the context
 (median of the last ``--tail`` steps) with the speed-up.
+
+``--native both`` (the default when libparekit_ort.so is built) runs every configuration twice, with
+the parekit ops as function bodies and as native kernels (``ops`` column); the full cache holds no
+parekit op and runs once. ``on``/``off`` run one form only.
 
 Timings are sensitive to machine load, perplexity and agreement are not. ``--timing-only`` re-measures
 just the decode step at the end of the context (a one-shot prefill of ``ctx - steps`` tokens gives the
@@ -43,6 +48,7 @@ from parekit.backends.save import save_model
 from parekit.data import prose_token_ids
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
+from parekit.native import library_path
 from parekit.passes import PassContext, run_pipeline
 from parekit.passes.registry import list_passes
 from parekit.runtime import DecoderSession, evaluate_perplexity
@@ -93,13 +99,13 @@ def render(
         f"through decode steps after the prefill, the positions a cache pass changes); the prefill's "
         f"{prefill} predictions are left out.",
         "",
-        "| pass | config | decode ppl | Δppl | decode top-1 agreement | KV bytes | KV ratio | ms/step | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pass | config | ops | decode ppl | Δppl | decode top-1 agreement | KV bytes | KV ratio | ms/step | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         name, _, cfg = r["config"].partition("{")
         lines.append(
-            f"| {name} | {('{' + cfg) if cfg else '-'} | {r['ppl_decode']:.3f} | "
+            f"| {name} | {('{' + cfg) if cfg else '-'} | {r.get('ops', '-')} | {r['ppl_decode']:.4f} | "
             f"{100 * (r['ppl_decode'] / base['ppl_decode'] - 1):+.2f}% | "
             f"{100 * r['top1_agreement_decode']:.2f}% | {r['kv_bytes'] / 2**20:.2f} MiB | "
             f"{r['kv_bytes'] / max(base['kv_bytes'], 1):.3f} | "
@@ -107,7 +113,8 @@ def render(
         )
     if all(isinstance(r.get("ppl_all"), float) for r in rows):
         diluted = ", ".join(
-            f"{r['config']} {r['ppl_all']:.3f} ({100 * (r['ppl_all'] / base['ppl_all'] - 1):+.2f}%)" for r in rows
+            f"{r['config']} {r['ppl_all']:.3f} ({100 * (r['ppl_all'] / base['ppl_all'] - 1):+.2f}%)"
+            for r in rows
         )
         lines += ["", f"For comparison, ppl over all {ctx - 1} positions (prefill included): {diluted}."]
     if floor is not None:
@@ -125,9 +132,7 @@ def render(
 FLOOR_TOKENS = 32
 
 
-def time_decode(
-    sessions: list[DecoderSession], tokens: list[int], steps: int
-) -> tuple[list[float], float]:
+def time_decode(sessions: list[DecoderSession], tokens: list[int], steps: int) -> tuple[list[float], float]:
     """Median ms of ``steps`` decode steps after a one-shot prefill of ``len(tokens) - steps`` tokens.
 
     Also returns the floor: the first model's step with only ``FLOOR_TOKENS`` cached tokens, stepped in the
@@ -167,37 +172,60 @@ def main() -> None:
     ap.add_argument(
         "--merge", type=Path, default=None, help="with --timing-only: ppl/agreement/bytes from this JSON"
     )
+    ap.add_argument(
+        "--native",
+        choices=["both", "on", "off"],
+        default=None,
+        help="parekit ops as kernels (on), function bodies (off) or both rows (default: both when built)",
+    )
     args = ap.parse_args()
+    if args.native is None:
+        args.native = "both" if library_path() is not None else "off"
+    forms = {"both": [False, True], "on": [True], "off": [False]}[args.native]
 
     configs = args.config or default_configs()
     src = zoo.export_sample("smollm2", opset=args.opset)
     tokens = prose_token_ids(zoo.get_sample("smollm2").tokenizer(), args.ctx)
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = [DecoderSession(src, threads=args.threads)]
+        sessions = [DecoderSession(src, threads=args.threads, native=False)]
+        names, ops = ["full cache"], ["-"]
         for i, pipeline in enumerate(configs):
             model = run_pipeline(load_model(src), pipeline, PassContext(), verify_each=False).model
             path = Path(tmp) / f"c{i}.onnx"
             save_model(model, path)
-            sessions.append(DecoderSession(path, threads=args.threads))
+            for native in forms:
+                sessions.append(DecoderSession(path, threads=args.threads, native=native))
+                names.append(pipeline)
+                ops.append("kernels" if native else "bodies")
             print(f"built {pipeline}", flush=True)
         start = time.perf_counter()
-        names = ["full cache", *configs]
         floor = None
         if args.timing_only:
             ms, floor = time_decode(sessions, tokens, args.steps)
-            prev = {r["config"]: r for r in json.loads(args.merge.read_text())["rows"]} if args.merge else {}
+            prev = (
+                {
+                    (r["config"], r.get("ops", "bodies" if r["config"] != "full cache" else "-")): r
+                    for r in json.loads(args.merge.read_text())["rows"]
+                }
+                if args.merge
+                else {}
+            )
             empty = {"ppl_decode": float("nan"), "top1_agreement_decode": float("nan"), "kv_bytes": 0}
             rows = [
-                {**empty, **prev.get(c, {}), "config": c, "ms_per_step": t}
-                for c, t in zip(names, ms, strict=True)
+                {**empty, **prev.get((c, o), {}), "config": c, "ops": o, "ms_per_step": t}
+                for c, o, t in zip(names, ops, ms, strict=True)
             ]
         else:
             results = evaluate_perplexity(
                 sessions, tokens, prefill=args.prefill, chunk=args.chunk, tail=args.tail, progress=True
             )
-            rows = [{"config": c, **r.to_dict()} for c, r in zip(names, results, strict=True)]
+            rows = [
+                {"config": c, "ops": o, **r.to_dict()} for c, o, r in zip(names, ops, results, strict=True)
+            ]
         seconds = time.perf_counter() - start
-    table = render(rows, args.ctx, args.opset, seconds, timing_only=args.timing_only, floor=floor, prefill=args.prefill)
+    table = render(
+        rows, args.ctx, args.opset, seconds, timing_only=args.timing_only, floor=floor, prefill=args.prefill
+    )
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,9 +236,16 @@ def main() -> None:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"ctx": args.ctx, "prefill": args.prefill, "opset": args.opset, "floor_ms": floor, "rows": rows},
+                {
+                    "ctx": args.ctx,
+                    "prefill": args.prefill,
+                    "opset": args.opset,
+                    "floor_ms": floor,
+                    "rows": rows,
+                },
                 indent=2,
-            ) + "\n"
+            )
+            + "\n"
         )
 
 
