@@ -41,8 +41,10 @@ class TokenRestore(OpDef):
     outputs = (tokens_spec("tokens_out", "full-length tokens [B, N, C]"),)
     min_opset = 13
     doc = (
-        "Restores full token length: out = assign @ reduced + (1 - rowsum(assign)) * base, so merged "
-        "tokens are unmerged and dropped tokens keep their base value."
+        "Restores full token length: row n of the output is reduced[m] where assign[n] is one-hot at m, "
+        "base[n] where assign[n] is zero (body: assign @ reduced + (1 - rowsum(assign)) * base), so merged "
+        "tokens are unmerged and dropped tokens keep their base value. assign rows must be one-hot or zero, "
+        "as TokenPrune and TokenMerge write them."
     )
 
     example_tolerance = (1e-5, 1e-6)  # MatMul sums
