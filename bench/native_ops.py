@@ -125,6 +125,18 @@ BENCH: dict[str, Callable[[], tuple[str, list[np.ndarray], dict]]] = {
         [_f32(1, HQ, 1, D), _f32(1, HQ, 513, D), np.ones((1, 1, 1, 513), np.bool_)],
         {},
     ),
+    "KvQuantAttention": lambda: (
+        "q [1,9,1,64] over store 2016 + tail 33, int8",
+        [
+            _f32(1, HQ, 1, D),
+            *_store("key", 2016)[:3],
+            _f32(1, HKV, 33, D),
+            *_store("value", 2016)[:3],
+            _f32(1, HKV, 33, D),
+            np.ones((1, 1, 1, 2049), np.bool_),
+        ],
+        {"bits": 8},
+    ),
     "TokenPrune": lambda: (
         "[8,128,384] keep 0.5",
         [_f32(8, 128, 384), _f32(8, 128), np.ones((8, 128), np.float32)],
