@@ -27,7 +27,7 @@ constexpr int64_t kChunkTokens = 256;  // tokens per work item (rounded to whole
 
 // float16 bits -> float32 without branches (vectorizable): exact for zeros, subnormals and normals (the
 // exponent is rebased by a multiplication by 2^112), inf and NaN keep an all-ones exponent.
-inline float half_to_float_fast(uint16_t h) {
+PAREKIT_KVQ_INLINE float half_to_float_fast(uint16_t h) {
   const uint32_t em = static_cast<uint32_t>(h & 0x7fffu);
   uint32_t bits = em << 13;
   float f;
@@ -44,7 +44,7 @@ inline float half_to_float_fast(uint16_t h) {
 
 // exp(x) for x <= 0 (a score minus the row maximum): Cephes expf's range reduction and polynomial; 0 below
 // -87 (where float's exp underflows anyway). Branch-free, so the softmax loop vectorizes.
-inline float exp_nonpositive(float x) {
+PAREKIT_KVQ_INLINE float exp_nonpositive(float x) {
   const float lo = -87.0f;
   const float xc = x > lo ? x : lo;
   const float magic = 12582912.0f;  // 1.5 * 2^23: round to nearest
@@ -67,7 +67,7 @@ inline float exp_nonpositive(float x) {
 }
 
 // Sum of a[j] * b[j] with eight partial sums (a fixed association the compiler can vectorize).
-inline float dot(const float* a, const float* b, int64_t n) {
+PAREKIT_KVQ_INLINE float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
@@ -79,7 +79,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }
 
 // Sum of a[0..n) with eight partial sums.
-inline float sum(const float* a, int64_t n) {
+PAREKIT_KVQ_INLINE float sum(const float* a, int64_t n) {
   float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -94,8 +94,138 @@ inline float sum(const float* a, int64_t n) {
 struct MaskView {
   const bool* data;
   int64_t sb, sh, ss, st;
-  bool at(int64_t b, int64_t h, int64_t s, int64_t t) const { return data[b * sb + h * sh + s * ss + t * st]; }
+  PAREKIT_KVQ_INLINE bool at(int64_t b, int64_t h, int64_t s, int64_t t) const { return data[b * sb + h * sh + s * ss + t * st]; }
 };
+
+// The geometry and data of one call, shared by the work items.
+struct Problem {
+  int64_t b, hq, hkv, s, d, nq, tf, t, bits, group, rep, dp, ng, kgroups, rows, chunk, nchunks, stride;
+  float scale;
+  MaskView mv;
+  const float* qp;
+  const int8_t *kcp, *vcp;
+  const uint16_t *ksp, *kmp, *vsp, *vmp;
+  const float *ktp, *vtp;
+  float* partial;  // [B * Hkv * nchunks, rows, d + 2]: per chunk and row, acc[d], max, sum
+};
+
+// Floats of scratch one thread needs for attend_chunk.
+int64_t scratch_floats(const Problem& p) { return p.rows * p.chunk + (2 * p.rows + 3) * p.d + p.rows * p.ng + p.rows; }
+
+// One work item: a (batch, KV head, chunk of whole key groups) triple. Writes, per query row sharing the
+// KV head, the chunk's partial softmax (max, sum of exponentials, unnormalized output) for the merge.
+PAREKIT_KVQ_HOT void attend_chunk(const Problem& pb, int64_t item, float* buf) {
+  const int64_t rows = pb.rows, chunk = pb.chunk, d = pb.d, s = pb.s, ng = pb.ng, nq = pb.nq, t = pb.t;
+  const int64_t nchunks = pb.nchunks, stride = pb.stride, rep = pb.rep, hkv = pb.hkv, hq = pb.hq;
+  const int64_t group_ = pb.group, bits_ = pb.bits, dp = pb.dp, tf = pb.tf, kgroups = pb.kgroups;
+  const float scale = pb.scale;
+  const MaskView& mv = pb.mv;
+  const float* qp = pb.qp;
+  const int8_t *kcp = pb.kcp, *vcp = pb.vcp;
+  const uint16_t *ksp = pb.ksp, *kmp = pb.kmp, *vsp = pb.vsp, *vmp = pb.vmp;
+  const float *ktp = pb.ktp, *vtp = pb.vtp;
+  float* sc = buf;                // [rows, chunk]: scores, then exponentials
+  float* qs = sc + rows * chunk;  // [rows, d]: query times the key group's scales
+  float* qrows = qs + rows * d;   // [rows, d]: the rows' queries, scaled
+  float* codes = qrows + rows * d;
+  float* s_f = codes + d;
+  float* m_f = s_f + d;
+  float* wbias = m_f + d;           // [rows, ng]: sum of p * min per value channel group
+  float* bias = wbias + rows * ng;  // [rows]: q . min of the current key group
+  const int64_t ci = item % nchunks, g = item / nchunks, bi = g / hkv;
+  const int64_t c0 = ci * chunk, c1 = std::min(t, c0 + chunk), n = c1 - c0;
+  float* part = pb.partial + item * rows * stride;
+  const int8_t* kcr = kcp + g * nq * dp;
+  const uint16_t* ksr = ksp + g * kgroups * d;
+  const uint16_t* kmr = kmp + g * kgroups * d;
+  const float* ktr = ktp + g * tf * d;
+  const int8_t* vcr = vcp + g * nq * dp;
+  const uint16_t* vsr = vsp + g * nq * ng;
+  const uint16_t* vmr = vmp + g * nq * ng;
+  const float* vtr = vtp + g * tf * d;
+  auto head = [&](int64_t r) { return (g % hkv) * rep + r / s; };
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* qrow = qp + ((bi * hq + head(r)) * s + r % s) * d;
+    for (int64_t j = 0; j < d; ++j) qrows[r * d + j] = qrow[j] * scale;
+  }
+  // 1. scores over the chunk (masked: -inf)
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
+    if ((tok - c0) % group_ == 0 || tok == c0) {
+      const int64_t gi = tok / group_;
+      for (int64_t j = 0; j < d; ++j) {
+        s_f[j] = half_to_float_fast(ksr[gi * d + j]);
+        m_f[j] = half_to_float_fast(kmr[gi * d + j]);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < d; ++j) qs[r * d + j] = qrows[r * d + j] * s_f[j];
+        bias[r] = dot(qrows + r * d, m_f, d);
+      }
+    }
+    kvq::unpack_row(kcr + tok * dp, d, bits_, codes);
+    for (int64_t r = 0; r < rows; ++r) {
+      sc[r * chunk + (tok - c0)] =
+          mv.at(bi, head(r), r % s, tok) ? dot(qs + r * d, codes, d) + bias[r] : ninf;
+    }
+  }
+  for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
+    const float* kv = ktr + (tok - nq) * d;
+    for (int64_t r = 0; r < rows; ++r) {
+      sc[r * chunk + (tok - c0)] = mv.at(bi, head(r), r % s, tok) ? dot(qrows + r * d, kv, d) : ninf;
+    }
+  }
+  // 2. per row: chunk maximum, exponentials, their sum
+  for (int64_t r = 0; r < rows; ++r) {
+    float* e = sc + r * chunk;
+    float top = ninf;
+    for (int64_t i = 0; i < n; ++i) top = e[i] > top ? e[i] : top;
+    float* pr = part + r * stride;
+    pr[d] = top;
+    pr[d + 1] = 0.0f;
+    if (top == ninf) continue;  // nothing visible in this chunk
+    for (int64_t i = 0; i < n; ++i) e[i] = exp_nonpositive(e[i] - top);
+    pr[d + 1] = sum(e, n);
+  }
+  // 3. unnormalized outputs
+  for (int64_t r = 0; r < rows; ++r) {
+    std::fill(part + r * stride, part + r * stride + d, 0.0f);
+    std::fill(wbias + r * ng, wbias + (r + 1) * ng, 0.0f);
+  }
+  for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
+    kvq::unpack_row(vcr + tok * dp, d, bits_, codes);
+    for (int64_t c = 0; c < ng; ++c) {
+      s_f[c] = half_to_float_fast(vsr[tok * ng + c]);
+      m_f[c] = half_to_float_fast(vmr[tok * ng + c]);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const float w = sc[r * chunk + (tok - c0)];
+      if (w == 0.0f || part[r * stride + d] == ninf) continue;
+      float* acc = part + r * stride;
+      for (int64_t c = 0; c < ng; ++c) {
+        const float ws = w * s_f[c];
+        wbias[r * ng + c] += w * m_f[c];
+        float* a = acc + c * group_;
+        const float* cd = codes + c * group_;
+        for (int64_t j = 0; j < group_; ++j) a[j] += ws * cd[j];
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* acc = part + r * stride;
+    for (int64_t c = 0; c < ng; ++c) {
+      for (int64_t j = 0; j < group_; ++j) acc[c * group_ + j] += wbias[r * ng + c];
+    }
+  }
+  for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
+    const float* v = vtr + (tok - nq) * d;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float w = sc[r * chunk + (tok - c0)];
+      if (w == 0.0f || part[r * stride + d] == ninf) continue;
+      float* acc = part + r * stride;
+      for (int64_t j = 0; j < d; ++j) acc[j] += w * v[j];
+    }
+  }
+}
 
 class KvQuantAttentionKernel : public Kernel {
  public:
@@ -150,15 +280,6 @@ class KvQuantAttentionKernel : public Kernel {
     }
     const float scale = scale_ > 0.0f ? scale_ : 1.0f / std::sqrt(static_cast<float>(d));
     const int64_t rep = hq / hkv, dp = d / kvq::codes_per_byte(bits_), ng = d / group_;
-    const auto* qp = q.as<float>();
-    const auto* kcp = kc.as<int8_t>();
-    const auto* ksp = ks.as<uint16_t>();
-    const auto* kmp = km.as<uint16_t>();
-    const auto* ktp = kt.as<float>();
-    const auto* vcp = vc.as<int8_t>();
-    const auto* vsp = vs.as<uint16_t>();
-    const auto* vmp = vm.as<uint16_t>();
-    const auto* vtp = vt.as<float>();
     float* op = out.as<float>();
     const int64_t kgroups = nq / group_;
     const int64_t rows = rep * s;  // the query rows that share one KV head
@@ -168,112 +289,15 @@ class KvQuantAttentionKernel : public Kernel {
     const int64_t nchunks = std::max<int64_t>(1, (t + chunk - 1) / chunk);
     const int64_t stride = d + 2;  // per row: acc[d], max, sum
     std::vector<float> partial(static_cast<size_t>(b * hkv * nchunks * rows * stride));
+    const Problem pb{b,        hq,        hkv,       s,          d,         nq,        tf,           t,
+                     bits_,    group_,    rep,       dp,         ng,        kgroups,   rows,         chunk,
+                     nchunks,  stride,    scale,     mv,         q.as<float>(),        kc.as<int8_t>(),
+                     vc.as<int8_t>(),     ks.as<uint16_t>(),     km.as<uint16_t>(),    vs.as<uint16_t>(),
+                     vm.as<uint16_t>(),   kt.as<float>(),        vt.as<float>(),       partial.data()};
 
     ctx.parallel_for(b * hkv * nchunks, static_cast<double>(rows * chunk * d * 2), [&](int64_t begin, int64_t end) {
-      std::vector<float> buf(static_cast<size_t>(rows * chunk + (2 * rows + 3) * d + rows * ng + rows));
-      float* sc = buf.data();  // [rows, chunk]: scores, then exponentials
-      float* qs = sc + rows * chunk;  // [rows, d]: query times the key group's scales
-      float* qrows = qs + rows * d;   // [rows, d]: the rows' queries, scaled
-      float* codes = qrows + rows * d;
-      float* s_f = codes + d;
-      float* m_f = s_f + d;
-      float* wbias = m_f + d;          // [rows, ng]: sum of p * min per value channel group
-      float* bias = wbias + rows * ng;  // [rows]: q . min of the current key group
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t ci = item % nchunks, g = item / nchunks, bi = g / hkv;
-        const int64_t c0 = ci * chunk, c1 = std::min(t, c0 + chunk), n = c1 - c0;
-        float* part = partial.data() + item * rows * stride;
-        const int8_t* kcr = kcp + g * nq * dp;
-        const uint16_t* ksr = ksp + g * kgroups * d;
-        const uint16_t* kmr = kmp + g * kgroups * d;
-        const float* ktr = ktp + g * tf * d;
-        const int8_t* vcr = vcp + g * nq * dp;
-        const uint16_t* vsr = vsp + g * nq * ng;
-        const uint16_t* vmr = vmp + g * nq * ng;
-        const float* vtr = vtp + g * tf * d;
-        auto head = [&](int64_t r) { return (g % hkv) * rep + r / s; };
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* qrow = qp + ((bi * hq + head(r)) * s + r % s) * d;
-          for (int64_t j = 0; j < d; ++j) qrows[r * d + j] = qrow[j] * scale;
-        }
-        // 1. scores over the chunk (masked: -inf)
-        const float ninf = -std::numeric_limits<float>::infinity();
-        for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
-          if ((tok - c0) % group_ == 0 || tok == c0) {
-            const int64_t gi = tok / group_;
-            for (int64_t j = 0; j < d; ++j) {
-              s_f[j] = half_to_float_fast(ksr[gi * d + j]);
-              m_f[j] = half_to_float_fast(kmr[gi * d + j]);
-            }
-            for (int64_t r = 0; r < rows; ++r) {
-              for (int64_t j = 0; j < d; ++j) qs[r * d + j] = qrows[r * d + j] * s_f[j];
-              bias[r] = dot(qrows + r * d, m_f, d);
-            }
-          }
-          kvq::unpack_row(kcr + tok * dp, d, bits_, codes);
-          for (int64_t r = 0; r < rows; ++r) {
-            sc[r * chunk + (tok - c0)] =
-                mv.at(bi, head(r), r % s, tok) ? dot(qs + r * d, codes, d) + bias[r] : ninf;
-          }
-        }
-        for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
-          const float* kv = ktr + (tok - nq) * d;
-          for (int64_t r = 0; r < rows; ++r) {
-            sc[r * chunk + (tok - c0)] = mv.at(bi, head(r), r % s, tok) ? dot(qrows + r * d, kv, d) : ninf;
-          }
-        }
-        // 2. per row: chunk maximum, exponentials, their sum
-        for (int64_t r = 0; r < rows; ++r) {
-          float* e = sc + r * chunk;
-          float top = ninf;
-          for (int64_t i = 0; i < n; ++i) top = e[i] > top ? e[i] : top;
-          float* pr = part + r * stride;
-          pr[d] = top;
-          pr[d + 1] = 0.0f;
-          if (top == ninf) continue;  // nothing visible in this chunk
-          for (int64_t i = 0; i < n; ++i) e[i] = exp_nonpositive(e[i] - top);
-          pr[d + 1] = sum(e, n);
-        }
-        // 3. unnormalized outputs
-        for (int64_t r = 0; r < rows; ++r) {
-          std::fill(part + r * stride, part + r * stride + d, 0.0f);
-          std::fill(wbias + r * ng, wbias + (r + 1) * ng, 0.0f);
-        }
-        for (int64_t tok = c0; tok < std::min(c1, nq); ++tok) {
-          kvq::unpack_row(vcr + tok * dp, d, bits_, codes);
-          for (int64_t c = 0; c < ng; ++c) {
-            s_f[c] = half_to_float_fast(vsr[tok * ng + c]);
-            m_f[c] = half_to_float_fast(vmr[tok * ng + c]);
-          }
-          for (int64_t r = 0; r < rows; ++r) {
-            const float w = sc[r * chunk + (tok - c0)];
-            if (w == 0.0f || part[r * stride + d] == ninf) continue;
-            float* acc = part + r * stride;
-            for (int64_t c = 0; c < ng; ++c) {
-              const float ws = w * s_f[c];
-              wbias[r * ng + c] += w * m_f[c];
-              float* a = acc + c * group_;
-              const float* cd = codes + c * group_;
-              for (int64_t j = 0; j < group_; ++j) a[j] += ws * cd[j];
-            }
-          }
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          float* acc = part + r * stride;
-          for (int64_t c = 0; c < ng; ++c) {
-            for (int64_t j = 0; j < group_; ++j) acc[c * group_ + j] += wbias[r * ng + c];
-          }
-        }
-        for (int64_t tok = std::max(c0, nq); tok < c1; ++tok) {
-          const float* v = vtr + (tok - nq) * d;
-          for (int64_t r = 0; r < rows; ++r) {
-            const float w = sc[r * chunk + (tok - c0)];
-            if (w == 0.0f || part[r * stride + d] == ninf) continue;
-            float* acc = part + r * stride;
-            for (int64_t j = 0; j < d; ++j) acc[j] += w * v[j];
-          }
-        }
-      }
+      std::vector<float> buf(static_cast<size_t>(scratch_floats(pb)));
+      for (int64_t item = begin; item < end; ++item) attend_chunk(pb, item, buf.data());
     });
 
     // 4. merge the chunks of each row: out = sum_c acc_c e^(m_c - M) / sum_c l_c e^(m_c - M)

@@ -18,6 +18,22 @@
 
 #include "core.h"
 
+// x86-64 with GCC: the hot loops of the kv-quant kernels are compiled for AVX-512, AVX2 and the baseline
+// and picked at load time (function multiversioning, as attention_probs.cpp). The arithmetic is the same
+// plain float32 mul and add in every version (the kernels are built with -ffp-contract=off, so no clone
+// contracts them into FMAs): results do not depend on the CPU. Other compilers/targets get one version.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PAREKIT_KVQ_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PAREKIT_KVQ_HOT
+#endif
+// Small helpers called from those loops: always inlined, so each clone gets its own vector code.
+#if defined(__GNUC__)
+#define PAREKIT_KVQ_INLINE inline __attribute__((always_inline))
+#else
+#define PAREKIT_KVQ_INLINE inline
+#endif
+
 namespace parekit {
 namespace kvq {
 
@@ -26,7 +42,7 @@ constexpr int kCodeOffset = 128;
 inline int64_t codes_per_byte(int64_t bits) { return 8 / bits; }
 
 // Unsigned byte 0..255 of a stored int8 (`byte - 128`): the same as adding 128.
-inline uint32_t stored_to_byte(int8_t v) { return static_cast<uint32_t>(static_cast<uint8_t>(v)) ^ 0x80u; }
+PAREKIT_KVQ_INLINE uint32_t stored_to_byte(int8_t v) { return static_cast<uint32_t>(static_cast<uint8_t>(v)) ^ 0x80u; }
 inline int8_t byte_to_stored(int32_t byte) { return static_cast<int8_t>(byte - kCodeOffset); }
 
 // Round half to even for 0 <= v <= 2^22 (what np.round does): adding 2^23 leaves no fraction bits, so
@@ -64,18 +80,17 @@ inline GroupParams group_params(float mn, float mx, float levels) {
   return g;
 }
 
-// Unpacks one token's packed codes (D / p bytes) into D float codes.
-inline void unpack_row(const int8_t* packed, int64_t d, int64_t bits, float* codes) {
+// Unpacks one token's packed codes (D / p bytes) into D float codes. (Separate low-digit and high-digit
+// loops over restrict pointers: one loop storing both halves does not vectorize.)
+PAREKIT_KVQ_INLINE void unpack_row(const int8_t* __restrict packed, int64_t d, int64_t bits, float* __restrict codes) {
   if (bits == 4) {
     const int64_t half = d / 2;
-    for (int64_t j = 0; j < half; ++j) {
-      const uint32_t byte = stored_to_byte(packed[j]);
-      codes[j] = static_cast<float>(byte & 15u);
-      codes[j + half] = static_cast<float>(byte >> 4);
-    }
+    float* __restrict high = codes + half;
+    for (int64_t j = 0; j < half; ++j) codes[j] = static_cast<float>(static_cast<int32_t>(stored_to_byte(packed[j]) & 15u));
+    for (int64_t j = 0; j < half; ++j) high[j] = static_cast<float>(static_cast<int32_t>(stored_to_byte(packed[j]) >> 4));
   } else {
     const uint32_t mask = (1u << bits) - 1u;  // byte % 2^bits (bits < 8 only for foreign bytes)
-    for (int64_t j = 0; j < d; ++j) codes[j] = static_cast<float>(stored_to_byte(packed[j]) & mask);
+    for (int64_t j = 0; j < d; ++j) codes[j] = static_cast<float>(static_cast<int32_t>(stored_to_byte(packed[j]) & mask));
   }
 }
 
@@ -90,7 +105,7 @@ inline void pack_row(const int32_t* codes, int64_t d, int64_t bits, int8_t* pack
 }
 
 // x = code * scale + min, product rounded first (separate statements: no contraction into an FMA).
-inline float dequant_value(float code, float scale, float mn) {
+PAREKIT_KVQ_INLINE float dequant_value(float code, float scale, float mn) {
   const float prod = code * scale;
   return prod + mn;
 }

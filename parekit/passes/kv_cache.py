@@ -229,14 +229,49 @@ def _require_type(value: ir.Value, name: str) -> None:
         )
 
 
-def replace_past(model: ir.Model, site: KvSite, value: ir.Value) -> None:
+def replace_past(model: ir.Model, site: KvSite, value: ir.Value, *, shape: ir.Value | None = None) -> None:
     """Every reader of ``past<suffix>`` (the Concat and shape reads) reads ``value``; the input is dropped.
 
     Use it when a pass carries the cache in another form (e.g. quantized codes and scales added with
     :func:`add_state_input`) and rebuilds a float ``[B, H_kv, P, D]`` tensor from it in the graph.
+
+    Args:
+        model: The model.
+        site: The cache tensor whose ``past`` input goes.
+        value: What the readers read instead (``[B, H_kv, P, D]``).
+        shape: Optionally, an int64 ``[4]`` tensor holding ``value``'s shape, computed without ``value``
+            (e.g. from the state inputs' shapes): the ``Shape(past)`` reads (the exports' length
+            computations) become slices of it, so they do not keep ``value`` alive for nothing.
     """
-    ir.convenience.replace_all_uses_with(site.past, value)
-    model.graph.inputs.remove(site.past)
+    past = site.past
+    if shape is not None:
+        graph_outputs = set(model.graph.outputs)
+        for node, _ in list(past.uses()):
+            if (
+                node.op_type != "Shape"
+                or node.domain not in ("", "ai.onnx")
+                or node.outputs[0] in graph_outputs
+            ):
+                continue
+            attrs = {k: a.value for k, a in node.attributes.items()}
+            start, end = int(attrs.get("start", 0)), attrs.get("end")
+            if start == 0 and end is None:
+                ir.convenience.replace_all_uses_with(node.outputs[0], shape)
+                model.graph.remove(node, safe=True)
+                continue
+            starts = _const([start])
+            ends = _const([int(end) if end is not None else 2**62])
+            part = ir.node(
+                "Slice",
+                [shape, starts.outputs[0], ends.outputs[0]],
+                name=f"{node.name}.from_shape" if node.name else None,
+            )
+            part.outputs[0].dtype = ir.DataType.INT64
+            model.graph.insert_before(node, [starts, ends, part])
+            ir.convenience.replace_all_uses_with(node.outputs[0], part.outputs[0])
+            model.graph.remove(node, safe=True)
+    ir.convenience.replace_all_uses_with(past, value)
+    model.graph.inputs.remove(past)
 
 
 def add_state_input(

@@ -9,6 +9,7 @@ from parekit.errors import OptionError, PassNotApplicableError
 from parekit.ops import PAREKIT_DOMAIN
 from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE
 from parekit.ops.kv_quant import KV_QUANT_KEY, KV_QUANT_VALUE
+from parekit.ops.kv_quant_attention import KV_QUANT_ATTENTION
 from parekit.runtime import DecoderSession
 
 from .harness import TINY_DECODERS as TINY
@@ -21,7 +22,8 @@ QUANT_OPS = (KV_DEQUANT_KEY, KV_DEQUANT_VALUE, KV_QUANT_KEY, KV_QUANT_VALUE)
 
 @pytest.mark.parametrize(("name", "opset"), TINY)
 def test_structure(load_sample, name, opset):
-    result = _optimize(load_sample(name, opset), "kv-quant{bits=4,group=8,residual=16}")
+    # the dequantizing form (fused attention: tests/passes/test_kv_quant_fused.py)
+    result = _optimize(load_sample(name, opset), "kv-quant{bits=4,group=8,residual=16,fused=false}")
     m = result.model
     inputs = {v.name: v for v in m.graph.inputs}
     outputs = {v.name for v in m.graph.outputs}
@@ -41,12 +43,13 @@ def test_structure(load_sample, name, opset):
             assert "Concat" in readers
     (report,) = result.reports
     assert report.modified and len(report.sites) == 2 and report.identity is None
-    assert m.metadata_props["parekit.pipeline"] == "kv-quant{bits=4,group=8,residual=16}"
+    assert m.metadata_props["parekit.pipeline"] == "kv-quant{bits=4,group=8,residual=16,fused=false}"
 
 
 @pytest.mark.parametrize(("name", "opset"), TINY)
 def test_residual_covering_the_context_is_exact(load_sample, sample_path, name, opset):
-    model = _optimize(load_sample(name, opset), "kv-quant{bits=4,group=4,residual=64}").model
+    # exact in the dequantizing form; the fused attention rounds differently (test_kv_quant_fused.py)
+    model = _optimize(load_sample(name, opset), "kv-quant{bits=4,group=4,residual=64,fused=false}").model
     base, quant = DecoderSession(sample_path(name, opset)), DecoderSession(model)
     for la, lb, sa, sb, _ in decode_side_by_side(base, quant):
         np.testing.assert_allclose(lb, la, atol=1e-5, rtol=1e-5)
@@ -88,7 +91,14 @@ def test_state_bytes_shrink(load_sample, sample_path):
 @pytest.mark.slow
 def test_smollm2_structure(load_sample):
     result = _optimize(load_sample("smollm2", 23), "kv-quant{bits=4,group=32,residual=32}", verify=False)
-    assert count_ops(result.model, *QUANT_OPS) == {op.op_type: 30 for op in QUANT_OPS}
+    # opset 23: every layer's Attention reads the codes (KvQuantAttention), no dequantized cache is left
+    assert count_ops(result.model, *QUANT_OPS, KV_QUANT_ATTENTION) == {
+        "KvDequantKey": 0,
+        "KvDequantValue": 0,
+        "KvQuantKey": 30,
+        "KvQuantValue": 30,
+        "KvQuantAttention": 30,
+    }
     inputs = {v.name: v for v in result.model.graph.inputs}
     codes = inputs["past.29.key.codes"].shape
     assert (codes[1], codes[3]) == (3, 32)  # 3 KV heads, 64 channels packed two per byte
