@@ -24,8 +24,8 @@ Fused attention (``fused=true``, the default): where a layer's attention is the 
 or the exporters' ``repeat_kv`` of it (``Reshape(Expand(Unsqueeze(·, 2)))``), that node becomes
 ``parekit::KvQuantAttention`` over the codes, scales and minimums and the float tail
 ``Concat(res, new)``: no float cache is rebuilt (the native kernel reads the packed codes; the function
-body dequantizes). The exports' ``Shape(past)`` reads are fed from the state inputs' shapes, so the
-``KvDequant*`` node disappears. Decomposed attention (opset 18: MatMul/Softmax) keeps the dequantized
+body dequantizes). The exports' ``Shape(past)`` reads of fused layers are fed from the state inputs' shapes,
+so the ``KvDequant*`` node disappears. Decomposed attention (opset 18: MatMul/Softmax) keeps the dequantized
 cache; the report says per layer which form was used and why not.
 
 Identity: quantization has no exact identity; ``residual >= context`` (nothing ever quantized) is exact with
@@ -139,7 +139,14 @@ class KvQuantPass(Pass[KvQuantOptions]):
                     model, state, attributes=attrs, name=f"kv_quant.{site.layer}.{site.role}.dequant"
                 )
                 dequant.outputs[0].name = f"{kv_cache.PAST_PREFIX}{site.suffix}.dequant"
-                shape_nodes, shape = _cache_shape(state[0], state[3], f"kv_quant.{site.layer}.{site.role}")
+                # Fused: the Shape(past) reads come from the state shapes, so nothing keeps the dequantized
+                # cache alive. Unfused, attention reads that cache anyway and its shape costs nothing; the
+                # shape-slice form also makes TensorRT-RTX 1.7's builder crash on the opset-18 int4 export.
+                shape_nodes, shape = (
+                    _cache_shape(state[0], state[3], f"kv_quant.{site.layer}.{site.role}")
+                    if attention is not None
+                    else ([], None)
+                )
                 top.extend([dequant, *shape_nodes])
                 kv_cache.replace_past(model, site, dequant.outputs[0], shape=shape)
                 states[site.role] = state

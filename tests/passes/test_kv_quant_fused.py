@@ -3,14 +3,9 @@ dequantizing form with and without the native library."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-import parekit.backends.ort as ort_backend
 from parekit.backends.ort import OrtRunner
 from parekit.ops.kv_dequant import KV_DEQUANT_KEY, KV_DEQUANT_VALUE
 from parekit.ops.kv_quant_attention import KV_QUANT_ATTENTION
@@ -53,10 +48,10 @@ def test_fused_false_keeps_the_dequantized_cache(load_sample):
         "KvDequantValue": 2,
     }
     assert _attention_ops(m) == 2
-    # the exported Shape(past) reads come from the state shapes: attention is the dequantized cache's only use
+    # unfused, attention reads the dequantized cache (Concat), and the exported Shape(past) reads stay on it
     for node in m.graph:
         if any(op.matches(node) for op in DEQUANT):
-            assert {user.op_type for user, _ in node.outputs[0].uses()} == {"Concat"}
+            assert "Concat" in {user.op_type for user, _ in node.outputs[0].uses()}
     (report,) = result.reports
     assert [s["attention"] for s in report.sites] == ["dequantized float cache: fused=false"] * 2
     assert report.extra["fused_layers"] == 0
@@ -85,42 +80,19 @@ def test_fused_residual_covering_the_context_matches_the_base(load_sample, sampl
         assert sb["past.1.value.codes"].shape[2] == 0
 
 
-@contextmanager
-def _library(library: Path | None) -> Iterator[list[str]]:
-    """ORT sessions made meanwhile register ``library`` (none: the function bodies run); yields the
-    libraries registered."""
-    registered: list[str] = []
-    if library is None:
-        yield registered
-        return
-    plain = ort_backend.session_options
-
-    def with_library(*args, **kwargs):
-        options = plain(*args, **kwargs)
-        options.register_custom_ops_library(str(library))
-        registered.append(str(library))
-        return options
-
-    ort_backend.session_options = with_library
-    try:
-        yield registered
-    finally:
-        ort_backend.session_options = plain
-
-
 @pytest.mark.parametrize("native", [False, True], ids=["bodies", "native"])
 @pytest.mark.parametrize("bits", [8, 4])
 def test_fused_matches_dequantizing_form(load_sample, request, native, bits):
     """Greedy decode of a left-padded batch, residual=2 and group=4: most tokens are served from the store."""
-    library = request.getfixturevalue("native_library") if native else None
+    if native:
+        request.getfixturevalue("native_library")  # built and current
     spec = f"kv-quant{{bits={bits},group=4,residual=2"
     unfused = _optimize(load_sample("llama-tiny", 23), spec + ",fused=false}").model
     fused = _optimize(load_sample("llama-tiny", 23), spec + "}").model
     assert count_ops(fused, KV_QUANT_ATTENTION)["KvQuantAttention"] == 2
-    with _library(library) as registered:
-        base = DecoderSession(OrtRunner(unfused, optimization="disabled"))
-        other = DecoderSession(OrtRunner(fused, optimization="disabled"))
-    assert len(registered) == (2 if native else 0)
+    base = DecoderSession(OrtRunner(unfused, optimization="disabled", native=native))
+    other = DecoderSession(OrtRunner(fused, optimization="disabled", native=native))
+    assert (other.runner.native_library is not None) == native
     stored = 0
     for la, lb, sa, sb, mask in decode_side_by_side(base, other):
         real = mask[:, -la.shape[1] :].astype(bool)  # query positions that are tokens, not left padding
