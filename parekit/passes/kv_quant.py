@@ -105,7 +105,7 @@ class KvQuantPass(Pass[KvQuantOptions]):
             "value": (["q_tokens", packed], ["q_tokens", dim // opts.group]),
         }
         top: list[ir.Node] = []
-        nodes = {n.name: n for n in model.graph}
+        nodes = {n.name: n for n in model.graph if n.name}
         fused_layers = 0
         for layer in layers:
             attention, why_not = self._fusable(model, mm, nodes, layer)
@@ -257,7 +257,8 @@ class KvQuantPass(Pass[KvQuantOptions]):
         )
         old = att.outputs[0]
         out = fused.outputs[0]
-        out.dtype = old.dtype
+        if old.dtype is not None:
+            out.dtype = old.dtype
         out.shape = old.shape
         model.graph.insert_before(att, [*tails, fused])
         ir.convenience.replace_all_uses_with(old, out)
