@@ -31,6 +31,7 @@ from parekit.data import prose_paragraphs
 from parekit.errors import MissingExtraError
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
+from parekit.native import library_path
 from parekit.parity import compare_models
 from parekit.passes import PassContext, run_pipeline
 
@@ -107,7 +108,15 @@ def photo_batches(batch: int) -> list[dict[str, np.ndarray]]:
     return [{"pixel_values": arr[i : i + batch]} for i in range(0, len(arr) - batch + 1, batch)]
 
 
-def run_model(name: str, opset: int, configs: Sequence[str], iters: int, batch: int, seq: int) -> str:
+def run_model(
+    name: str,
+    opset: int,
+    configs: Sequence[str],
+    iters: int,
+    batch: int,
+    seq: int,
+    forms: Sequence[bool] = (False,),
+) -> str:
     src = zoo.export_sample(name, opset=opset)
     ref = load_model(src)
     extra: list[dict[str, np.ndarray]] = []
@@ -157,7 +166,12 @@ def run_model(name: str, opset: int, configs: Sequence[str], iters: int, batch: 
                 )
             )
             print(f"  {pipeline}: FLOPs {rows[-1][1]:.3f}, cosine {m['cosine']:.4f}", flush=True)
-        timing = bench_models(paths, feeds[:1], warmup=2, iters=iters, measure_memory=False, progress=True)
+        # the baseline (no parekit op) once, then every configuration in each form, interleaved
+        timed_paths = [paths[0]] + [p for p in paths[1:] for _ in forms]
+        natives = [False] + [f for _ in paths[1:] for f in forms]
+        timing = bench_models(
+            timed_paths, feeds[:1], warmup=2, iters=iters, measure_memory=False, progress=True, native=natives
+        )
     base = timing.models[0].median_ms
     title = "MiniLM-L6 (real weights)" if name == "minilm" else "ViT-B/16 (seeded random weights)"
     lines = [
@@ -166,15 +180,19 @@ def run_model(name: str, opset: int, configs: Sequence[str], iters: int, batch: 
         "",
         f"ORT CPU on {platform.machine()}, baseline median {base:.1f} ms over {iters} interleaved rounds; fidelity: {what}.",
         "",
-        "| pipeline | FLOPs vs original | speed-up | share of FLOP bound | cosine (mean / min) | "
+        "| pipeline | ops | FLOPs vs original | speed-up | share of FLOP bound | cosine (mean / min) | "
         + ("cosine on paragraphs |" if name == "minilm" else "top-1 agreement |"),
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (pipeline, flops, cos, cos_min, top1, para), timed in zip(rows, timing.models[1:], strict=True):
+    timed_rows = iter(timing.models[1:])
+    for pipeline, flops, cos, cos_min, top1, para in rows:
         last = f"{para:.4f}" if name == "minilm" else f"{top1:.3f}"
-        lines.append(
-            f"| `{pipeline}` | {flops:.3f} | {timed.ratio:.2f}x | {timed.ratio * flops:.0%} | {cos:.4f} / {cos_min:.4f} | {last} |"
-        )
+        for form in forms:
+            timed = next(timed_rows)
+            lines.append(
+                f"| `{pipeline}` | {'kernels' if form else 'bodies'} | {flops:.3f} | {timed.ratio:.2f}x | "
+                f"{timed.ratio * flops:.0%} | {cos:.4f} / {cos_min:.4f} | {last} |"
+            )
     return "\n".join(lines)
 
 
@@ -189,17 +207,29 @@ def main() -> None:
         "--config", action="append", help="pipeline to measure (repeatable; default: the built-in list)"
     )
     ap.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
+    ap.add_argument(
+        "--native",
+        choices=["both", "on", "off"],
+        default=None,
+        help="parekit ops as kernels (on), function bodies (off) or both rows (default: both when built)",
+    )
     args = ap.parse_args()
+    if args.native is None:
+        args.native = "both" if library_path() is not None else "off"
+    forms = {"both": [False, True], "on": [True], "off": [False]}[args.native]
     tables = []
     for name in args.models.split(","):
         print(f"{name}:", flush=True)
         tables.append(
-            run_model(name, args.opset, args.config or CONFIGS[name], args.iters, args.batch, args.seq)
+            run_model(name, args.opset, args.config or CONFIGS[name], args.iters, args.batch, args.seq, forms)
         )
         print(tables[-1], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = f"python bench/token_reduction.py --models {args.models} --opset {args.opset} --iters {args.iters}"
+        cmd = (
+            f"python bench/token_reduction.py --models {args.models} --opset {args.opset} --iters {args.iters} "
+            f"--native {args.native}"
+        )
         args.out.write_text(
             "\n\n".join(tables) + f"\n\nReproduce: `{cmd}` (needs `pip install -e .[bench]`)\n"
         )

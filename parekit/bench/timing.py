@@ -142,7 +142,7 @@ def bench_models(
     threads: int | None = None,
     measure_memory: bool = True,
     progress: bool = False,
-    native: bool | None = None,
+    native: bool | None | Sequence[bool | None] = None,
 ) -> BenchReport:
     """Time models side by side (interleaved) and measure their peak memory.
 
@@ -156,7 +156,8 @@ def bench_models(
         threads: Intra-op threads per session (``None``: ORT's default).
         measure_memory: Measure peak RSS per model in a child process.
         progress: Show a progress bar.
-        native: parekit's native kernels (see :class:`~parekit.backends.ort.OrtRunner`), for the timed
+        native: parekit's native kernels (see :class:`~parekit.backends.ort.OrtRunner`), one setting for
+            every model or one per model (a path may appear twice to time both forms side by side), for the timed
             sessions and the memory children alike.
 
     Returns:
@@ -177,7 +178,13 @@ def bench_models(
         raise DataError(f"bench needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
 
     paths = [str(Path(m)) for m in models]
-    runners = [OrtRunner(p, providers=providers, threads=threads, native=native) for p in paths]
+    natives = list(native) if isinstance(native, Sequence) else [native] * len(paths)
+    if len(natives) != len(paths):
+        raise DataError(f"bench got {len(natives)} native settings for {len(paths)} models")
+    runners = [
+        OrtRunner(p, providers=providers, threads=threads, native=n)
+        for p, n in zip(paths, natives, strict=True)
+    ]
     prepared = [[r.prepare_feeds(f) for f in feed_sets] for r in runners]
     samples: list[list[float]] = [[] for _ in runners]
 
@@ -259,7 +266,10 @@ def _progress_bar(enabled: bool, rounds: int, n_models: int) -> tuple[Any, Any] 
 
 
 def _peak_rss_mib(
-    path: str, feeds: Mapping[str, np.ndarray], providers: Sequence[str] | None, threads: int | None,
+    path: str,
+    feeds: Mapping[str, np.ndarray],
+    providers: Sequence[str] | None,
+    threads: int | None,
     native: bool,
 ) -> float | None:
     """Run :func:`_memory_main` in a fresh interpreter and read its answer.
@@ -317,7 +327,9 @@ def _memory_main() -> None:
             feeds = {key: archive[key] for key in archive.files}
         probe = _PeakProbe()
         runner = OrtRunner(
-            request["model"], providers=request["providers"] or None, threads=request["threads"],
+            request["model"],
+            providers=request["providers"] or None,
+            threads=request["threads"],
             native=request["native"],
         )
         runner.run(feeds)
