@@ -249,19 +249,24 @@ ENCODER_SAMPLE_PIPELINES = {
     ],
     "vit": [("token-prune{keep=0.5,layers=[1]}", REAL), ("token-merge{r=2,unmerge=true}", REAL)],
 }
+# kv-quant's fused attention (opset 23) sums in another order than the body's dequantize + Attention: on
+# llama-tiny / gpt2-tiny it agrees within 1e-5 (the "tiny" real config runs fused at opset 23), but through
+# SmolLM2's 30 layers a last-bit difference can move a value across a quantization step (logits within
+# ~6e-5); there the dequantizing form (bit-exact kernels) runs, and bench/kv_cache.py compares the fused
+# form's perplexity with and without the library. The identity config is unfused so that it stays bit-exact.
 DECODER_SAMPLE_PIPELINES = {
     "tiny": [
         ("drop-layers{layers=[]}", IDENTITY),
         ("kv-window{sink=1,window=3}", REAL),
         ("kv-evict{budget=4,policy=h2o,sink=1,recent=1,decay=0.9}", REAL),
         ("kv-evict{budget=4,policy=snapkv,sink=1,recent=1}", REAL),
-        ("kv-quant{bits=4,group=4,residual=64}", IDENTITY),
+        ("kv-quant{bits=4,group=4,residual=64,fused=false}", IDENTITY),
         ("kv-quant{bits=4,group=4,residual=2}", REAL),
     ],
     "smollm2": [
         ("kv-window{sink=1,window=3}", REAL),
         ("kv-evict{budget=4,policy=h2o,sink=1,recent=1,decay=0.9}", REAL),
-        ("kv-quant{bits=8,group=4,residual=2}", REAL),
+        ("kv-quant{bits=8,group=4,residual=2,fused=false}", REAL),
     ],
 }
 ENCODER_SAMPLES = [
