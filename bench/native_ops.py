@@ -1,6 +1,6 @@
 """Every parekit op on its bench shape: ONNX Runtime with the native kernel vs the function body.
 
-    python bench/native_ops.py [--threads 2] [--iters 50] [--ops KvWindow,...] [--out docs/bench_native_ops.md]
+    python bench/native_ops.py [--threads 2] [--iters 50] [--ops KvWindow,...] [--out FILE.md]
 
 Each op runs as a one-node model (the node a pass inserts, with its function attached) on the shape it
 sees in the benchmarks of the passes: SmolLM2-135M decode at 2048 cached tokens (9 query heads, 3 KV
