@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "fast_exp.h"
 #include "kv_quant_format.h"
 
 namespace parekit {
@@ -42,29 +43,6 @@ PAREKIT_KVQ_INLINE float half_to_float_fast(uint16_t h) {
   return f;
 }
 
-// exp(x) for x <= 0 (a score minus the row maximum): Cephes expf's range reduction and polynomial; 0 below
-// -87 (where float's exp underflows anyway). Branch-free, so the softmax loop vectorizes.
-PAREKIT_KVQ_INLINE float exp_nonpositive(float x) {
-  const float lo = -87.0f;
-  const float xc = x > lo ? x : lo;
-  const float magic = 12582912.0f;  // 1.5 * 2^23: round to nearest
-  const float n = (xc * 1.44269504088896341f + magic) - magic;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t e = static_cast<int32_t>(n) + 127;
-  const uint32_t ebits = static_cast<uint32_t>(e) << 23;
-  float scale;
-  std::memcpy(&scale, &ebits, sizeof scale);
-  const float y = p * scale;
-  return x > lo ? y : 0.0f;
-}
 
 // Sum of a[j] * b[j] with eight partial sums (a fixed association the compiler can vectorize).
 PAREKIT_KVQ_INLINE float dot(const float* a, const float* b, int64_t n) {
