@@ -34,15 +34,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import onnx_ir as ir
 
 from parekit.analysis.lookup import values_by_name
 from parekit.analysis.modelmap import LayerMap, ModelMap
-from parekit.calibration import collect
 from parekit.errors import OptionError, echo
 from parekit.passes.base import Pass
-from parekit.passes.exit_adapter import Adapter, fit_linear, load_adapters
+from parekit.passes.exit_adapter import Adapter, load_adapters
 from parekit.passes.exit_branch import (
     BranchError,
     ExitBranch,
@@ -53,6 +51,7 @@ from parekit.passes.exit_branch import (
     head_slice,
     nest_if,
 )
+from parekit.passes.exit_calibrate import fit_adapters
 from parekit.passes.registry import register
 
 __all__ = ["EXITS_KEY", "EarlyExitOptions", "EarlyExitPass"]
@@ -69,50 +68,90 @@ _FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 class EarlyExitOptions:
     layers: tuple[int, ...] = field(
         default=(),
-        metadata={"help": "exit after these blocks (0-based, not the last), e.g. [3,4]; [] changes nothing", "min": 0},
+        metadata={
+            "help": "exit after these blocks (0-based, not the last), e.g. [3,4]; [] changes nothing",
+            "min": 0,
+        },
     )
     head: Literal["own", "adapter"] = field(
-        default="own", metadata={"help": "the model's own head on the exit's stream, or a trained adapter in front of it"}
+        default="own",
+        metadata={"help": "the model's own head on the exit's stream, or a trained adapter in front of it"},
     )
     adapter: str = field(
         default="",
-        metadata={"help": "adapter .npz (parekit train-exit) holding every exit layer; head=adapter without it fits a linear adapter on the calibration data"},
+        metadata={
+            "help": "adapter .npz (parekit train-exit) holding every exit layer; head=adapter without it fits a linear adapter on the calibration data"
+        },
     )
     signal: Literal["auto", "margin", "entropy", "maxprob", "cosine"] = field(
         default="auto",
-        metadata={"help": "gate signal; auto: margin for decoders, cosine (to the previous exit) for encoders; classifiers such as ViT want margin"},
+        metadata={
+            "help": "gate signal; auto: margin for decoders, cosine (to the previous exit) for encoders; classifiers such as ViT want margin"
+        },
     )
     threshold: float | None = field(
-        default=None, metadata={"help": "one threshold for every gate (give it or 'budget')"}
+        default=None, metadata={"help": "one threshold for every gate (or give 'thresholds' or 'budget')"}
+    )
+    thresholds: tuple[float, ...] = field(
+        default=(),
+        metadata={"help": "one threshold per exit, in the order of 'layers' (replays a calibrated run)"},
     )
     budget: str = field(
         default="",
-        metadata={"help": "fidelity budget picking each gate's threshold on calibration data, e.g. \"logits:top1=0.95\" (give it or 'threshold')"},
+        metadata={
+            "help": "fidelity budget picking each gate's threshold on calibration data, e.g. \"logits:top1=0.95\" (give it or 'threshold')"
+        },
     )
     form: Literal["outputs", "segments", "if"] = field(
         default="outputs",
-        metadata={"help": "outputs: exits as extra graph outputs; segments: the same, marked for parekit split; if: nested If (batch-wide)"},
+        metadata={
+            "help": "outputs: exits as extra graph outputs; segments: the same, marked for parekit split; if: nested If (batch-wide)"
+        },
     )
     output: str = field(
-        default="", metadata={"help": "the head output the gate reads (default: the only one, else the first that is not the residual stream)"}
+        default="",
+        metadata={
+            "help": "the head output the gate reads (default: the only one, else the first that is not the residual stream)"
+        },
     )
 
     def validate(self) -> None:
-        if self.threshold is not None and self.budget:
-            raise OptionError("early-exit: give one of the options 'threshold' and 'budget', not both")
-        if self.layers and self.threshold is None and not self.budget:
-            raise OptionError(
-                "early-exit: give one of the options 'threshold' and 'budget'",
-                note='e.g. early-exit{layers=[3],threshold=0.9} or early-exit{layers=[3],budget="logits:top1=0.95"}',
+        given = [
+            n
+            for n, on in (
+                ("threshold", self.threshold is not None),
+                ("thresholds", bool(self.thresholds)),
+                ("budget", bool(self.budget)),
             )
-        if self.threshold is not None and math.isnan(self.threshold):
-            raise OptionError("early-exit: option 'threshold' must be a number, got nan")
+            if on
+        ]
+        if len(given) > 1:
+            raise OptionError(
+                f"early-exit: give one of the options 'threshold', 'thresholds' and 'budget', not {' and '.join(given)}"
+            )
+        if self.thresholds and len(self.thresholds) != len(self.layers):
+            raise OptionError(
+                f"early-exit: option 'thresholds' has {len(self.thresholds)} value(s) for {len(self.layers)} exit layer(s)"
+            )
+        if any(
+            math.isnan(t)
+            for t in (*self.thresholds, *([self.threshold] if self.threshold is not None else []))
+        ):
+            raise OptionError("early-exit: thresholds must be numbers, got nan")
         if self.adapter and self.head != "adapter":
-            raise OptionError("early-exit: option 'adapter' needs head=adapter", note="write early-exit{head=adapter,adapter=...}")
+            raise OptionError(
+                "early-exit: option 'adapter' needs head=adapter",
+                note="write early-exit{head=adapter,adapter=...}",
+            )
         if self.budget:
             from parekit.passes.exit_calibrate import parse_budget
 
             parse_budget(self.budget, "early-exit")
+
+
+def default_budget(gated: str, signal: str) -> str:
+    """The budget used when calibration data is given without threshold(s) or budget."""
+    return f"{gated}:cosine=0.98" if signal == "cosine" else f"{gated}:top1=0.95"
 
 
 def _never(signal: str) -> float:
@@ -127,7 +166,8 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
     def precheck(self, model: ir.Model) -> None:
         if EXITS_KEY in model.metadata_props:
             raise self.not_applicable(
-                f"the model already has early exits (metadata '{EXITS_KEY}')", note="apply early-exit to the original model"
+                f"the model already has early exits (metadata '{EXITS_KEY}')",
+                note="apply early-exit to the original model",
             )
 
     def run(self, model: ir.Model, mm: ModelMap) -> ir.passes.PassResult:
@@ -156,17 +196,31 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
         head_names = [v.name or "" for v in head.outputs]
         gated = self._gated_output(head, mm)
         signal = opts.signal if opts.signal != "auto" else ("margin" if mm.kind == "decoder" else "cosine")
-        calibration = self.ctx.require_calibration(self.name) if opts.budget else None
+        budget = opts.budget
+        if opts.threshold is None and not opts.thresholds and not budget:
+            if self.ctx.calibration is None:
+                raise OptionError(
+                    "early-exit: give one of the options 'threshold', 'thresholds' and 'budget' (or calibration data, "
+                    "for the default budget)",
+                    note='e.g. early-exit{layers=[3],threshold=0.9} or early-exit{layers=[3],budget="logits:top1=0.95"}',
+                )
+            budget = default_budget(gated, signal)
+        calibration = self.ctx.require_calibration(self.name) if budget else None
         adapters = self._adapters(model, mm, chosen) if opts.head == "adapter" else {}
-        threshold = opts.threshold if opts.threshold is not None else _never(signal)
-        branches = self._build(model, mm, head, chosen, adapters, gated, signal, threshold)
+        if opts.thresholds:
+            per_layer = dict(zip(opts.layers, (float(t) for t in opts.thresholds), strict=True))
+        else:
+            per_layer = {
+                lm.index: opts.threshold if opts.threshold is not None else _never(signal) for lm in chosen
+            }
+        branches = self._build(model, mm, head, chosen, adapters, gated, signal, per_layer)
         graph.sort()
-        exits = [self._describe(b, adapters.get(b.layer), signal, threshold) for b in branches]
+        exits = [self._describe(b, adapters.get(b.layer), signal, per_layer[b.layer]) for b in branches]
         overall = None
-        if opts.budget:
+        if budget:
             from parekit.passes.exit_calibrate import calibrate  # the lead's module, loaded when used
 
-            results = calibrate(model, mm, exits, opts.budget, calibration, flop_dims=self.ctx.flop_dims)
+            results = calibrate(model, mm, exits, budget, calibration, flop_dims=self.ctx.flop_dims)
             for b, e in zip(branches, exits, strict=True):
                 entry = results[b.layer]
                 e["threshold"] = float(entry["threshold"])
@@ -184,7 +238,9 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             try:
                 nest_if(graph, branches, [values[lm.output] for lm in chosen], head.outputs)
             except BranchError as err:
-                raise self.not_applicable(f"form=if: {err}", note="use form=outputs or form=segments") from None
+                raise self.not_applicable(
+                    f"form=if: {err}", note="use form=outputs or form=segments"
+                ) from None
             graph.sort()
         meta = {
             "version": 1,
@@ -196,14 +252,24 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
         model.metadata_props[EXITS_KEY] = json.dumps(meta, sort_keys=True)
         for e in exits:
             a = e["adapter"]
-            site = {"layer": e["layer"], "head": e["head"], "adapter": a["kind"] if a else None,
-                    "adapter_params": a["params"] if a else 0, "signal": e["signal"], "threshold": e["threshold"]}
+            site = {
+                "layer": e["layer"],
+                "head": e["head"],
+                "adapter": a["kind"] if a else None,
+                "adapter_params": a["params"] if a else 0,
+                "signal": e["signal"],
+                "threshold": e["threshold"],
+            }
             if e["calibration"] is not None:
                 site["exit_rate"] = e["calibration"].get("exit_rate")
             self.report.note_site(**site)
         self.report.extra.update(
-            form=opts.form, gated_output=gated, head_outputs=meta["head_outputs"], signal=signal,
-            adapter_source=self._adapter_source(), calibration=overall,
+            form=opts.form,
+            gated_output=gated,
+            head_outputs=meta["head_outputs"],
+            signal=signal,
+            adapter_source=self._adapter_source(),
+            calibration=overall,
         )
         return ir.passes.PassResult(model, modified=True)
 
@@ -225,13 +291,17 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
         if v.dtype not in _FLOATS:
             raise self.not_applicable(f"the gated output {echo(name)} is not float32/float16 ({v.dtype})")
         if v.shape is not None and v.shape.rank() < 2:
-            raise self.not_applicable(f"the gated output {echo(name)} has rank {v.shape.rank()}; the gate reads [..., V]")
+            raise self.not_applicable(
+                f"the gated output {echo(name)} has rank {v.shape.rank()}; the gate reads [..., V]"
+            )
         return name
 
     def _adapters(self, model: ir.Model, mm: ModelMap, chosen: tuple[LayerMap, ...]) -> dict[int, Adapter]:
         stream = values_by_name(model.graph)[chosen[0].output]
         if stream.dtype != ir.DataType.FLOAT:
-            raise self.not_applicable(f"head=adapter needs a float32 residual stream, this one is {stream.dtype}")
+            raise self.not_applicable(
+                f"head=adapter needs a float32 residual stream, this one is {stream.dtype}"
+            )
         if self.options.adapter:
             found = load_adapters(self.options.adapter)
             missing = [lm.index for lm in chosen if lm.index not in found]
@@ -243,7 +313,9 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             for lm in chosen:
                 found[lm.index].check_hidden(mm.hidden_size, self.name)
             return {lm.index: found[lm.index] for lm in chosen}
-        calibration = self.ctx.require_calibration(f"{self.name} (head=adapter without an adapter file fits one)")
+        calibration = self.ctx.require_calibration(
+            f"{self.name} (head=adapter without an adapter file fits one)"
+        )
         return fit_adapters(model, mm, chosen, calibration)
 
     def _adapter_source(self) -> str | None:
@@ -262,7 +334,7 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
         adapters: dict[int, Adapter],
         gated: str,
         signal: str,
-        threshold: float,
+        thresholds: dict[int, float],
     ) -> list[ExitBranch]:
         from parekit.passes.exit_adapter import build_adapter
 
@@ -277,7 +349,6 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             stream = values[lm.output]
             if l in adapters:
                 stream, built = build_adapter(graph, stream, adapters[l], prefix=f"exit{l}")
-                _match_declared_shapes(graph, f"exit{l}.adapter.")
                 nodes += built
             clones, outs = clone_head(head, stream, f"exit{l}", {n: f"{n}.exit{l}" for n in names})
             nodes += clones
@@ -287,7 +358,7 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
                 )
                 nodes += before
                 prev = prev_outs[gated]
-            node = gate(model, outs[gated], prev if signal == "cosine" else None, signal, threshold, l)
+            node = gate(model, outs[gated], prev if signal == "cosine" else None, signal, thresholds[l], l)
             nodes.append(node)
             graph.extend(nodes)
             if self.options.form != "if":
@@ -296,7 +367,9 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             prev = outs[gated]
         return branches
 
-    def _describe(self, b: ExitBranch, adapter: Adapter | None, signal: str, threshold: float) -> dict[str, Any]:
+    def _describe(
+        self, b: ExitBranch, adapter: Adapter | None, signal: str, threshold: float
+    ) -> dict[str, Any]:
         return {
             "layer": b.layer,
             "head": self.options.head,
@@ -310,50 +383,3 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             "outputs": {name: v.name for name, v in b.outputs.items()},
             "calibration": None,
         }
-
-
-def _match_declared_shapes(graph: ir.Graph, prefix: str) -> None:
-    """Give the initializers under ``prefix`` the shape their values declare.
-
-    ``build_adapter`` stores its 0-d epsilon through ``np.ascontiguousarray``, which makes it ``[1]``
-    while the value says ``[]``; the checker refuses the mismatch. Reshape the tensor to the declared shape.
-    """
-    for name, value in graph.initializers.items():
-        tensor = value.const_value
-        if not name.startswith(prefix) or tensor is None or value.shape is None:
-            continue
-        want = tuple(int(d) for d in value.shape.dims if isinstance(d, int))
-        if len(want) == value.shape.rank() and tuple(tensor.shape.dims) != want:
-            value.const_value = ir.tensor(tensor.numpy().reshape(want), name=name)
-
-
-def fit_adapters(
-    model: ir.Model, mm: ModelMap, chosen: tuple[LayerMap, ...], calibration: Any
-) -> dict[int, Adapter]:
-    """Closed-form linear adapters, one per exit layer: the layer's output → the final residual stream.
-
-    Rows are the real tokens (the attention mask, where the model has one; for decoders with a cache
-    its last ``seq`` columns).
-    """
-    names = [lm.output for lm in chosen] + [mm.final_output]
-    mask_name = mm.inputs.get("attention_mask")
-    xs: dict[int, list[np.ndarray]] = {lm.index: [] for lm in chosen}
-    ys: list[np.ndarray] = []
-    for feed, vals in collect(model, names, calibration):
-        y = np.asarray(vals[mm.final_output])
-        keep = np.ones(y.shape[:-1], bool)
-        if mask_name is not None and mask_name in feed and y.ndim == 3:
-            mask = np.asarray(feed[mask_name])
-            if mask.ndim == 2 and mask.shape[0] == y.shape[0] and mask.shape[1] >= y.shape[1]:
-                keep = mask[:, mask.shape[1] - y.shape[1] :].astype(bool)
-        ys.append(y[keep])
-        for lm in chosen:
-            xs[lm.index].append(np.asarray(vals[lm.output])[keep])
-    target = np.concatenate(ys)
-    source = getattr(calibration, "source", "feeds")
-    out: dict[int, Adapter] = {}
-    for lm in chosen:
-        a = fit_linear(np.concatenate(xs[lm.index]), target, lm.index)
-        out[lm.index] = Adapter(a.layer, a.kind, a.tensors, {**a.record, "calibration": source})
-        logger.info("early-exit: fitted a linear adapter for layer %d on %d tokens", lm.index, target.shape[0])
-    return out

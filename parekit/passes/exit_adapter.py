@@ -237,7 +237,7 @@ def build_adapter(
 
     def const(name: str, array: np.ndarray) -> ir.Value:
         full = f"{prefix}.adapter.{name}"
-        tensor = ir.tensor(np.ascontiguousarray(array), name=full)
+        tensor = ir.tensor(np.array(array, copy=True, order="C"), name=full)  # keeps 0-d arrays 0-d
         value = ir.Value(
             name=full,
             const_value=tensor,

@@ -21,6 +21,7 @@ baseline is the model without exit branches. Measured latency is the benchmarks'
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -31,11 +32,14 @@ import numpy as np
 import onnx_ir as ir
 
 from parekit.analysis.flops import dim_bindings, estimate_flops
-from parekit.analysis.modelmap import ModelMap
+from parekit.analysis.modelmap import LayerMap, ModelMap
 from parekit.calibration import collect
 from parekit.errors import OptionError, echo
+from parekit.passes.exit_adapter import Adapter, fit_linear
 
-__all__ = ["BUDGET_METRICS", "Budget", "calibrate", "never_fires", "parse_budget"]
+__all__ = ["BUDGET_METRICS", "Budget", "calibrate", "fit_adapters", "never_fires", "parse_budget"]
+
+logger = logging.getLogger(__name__)
 
 BUDGET_METRICS = ("cosine", "cosine_min", "top1")
 _BUDGET = re.compile(r"([A-Za-z0-9_.:/\-]{1,200}):([a-z0-9_]{1,20})=([0-9.eE+\-]{1,30})\Z")
@@ -251,3 +255,37 @@ def _speedup(costs: Mapping[str, Any], layers: Sequence[int], exit_at: np.ndarra
     total += int((exit_at < 0).sum()) * full
     mean = total / exit_at.size
     return float(costs["baseline"] / mean) if mean > 0 and math.isfinite(mean) else None
+
+
+def fit_adapters(
+    model: ir.Model, mm: ModelMap, chosen: tuple[LayerMap, ...], calibration: Any
+) -> dict[int, Adapter]:
+    """Closed-form linear adapters, one per exit layer: the layer's output → the final residual stream.
+
+    Rows are the real tokens (the attention mask, where the model has one; for decoders with a cache
+    its last ``seq`` columns).
+    """
+    names = [lm.output for lm in chosen] + [mm.final_output]
+    mask_name = mm.inputs.get("attention_mask")
+    xs: dict[int, list[np.ndarray]] = {lm.index: [] for lm in chosen}
+    ys: list[np.ndarray] = []
+    for feed, vals in collect(model, names, calibration):
+        y = np.asarray(vals[mm.final_output])
+        keep = np.ones(y.shape[:-1], bool)
+        if mask_name is not None and mask_name in feed and y.ndim == 3:
+            mask = np.asarray(feed[mask_name])
+            if mask.ndim == 2 and mask.shape[0] == y.shape[0] and mask.shape[1] >= y.shape[1]:
+                keep = mask[:, mask.shape[1] - y.shape[1] :].astype(bool)
+        ys.append(y[keep])
+        for lm in chosen:
+            xs[lm.index].append(np.asarray(vals[lm.output])[keep])
+    target = np.concatenate(ys)
+    source = getattr(calibration, "source", "feeds")
+    out: dict[int, Adapter] = {}
+    for lm in chosen:
+        a = fit_linear(np.concatenate(xs[lm.index]), target, lm.index)
+        out[lm.index] = Adapter(a.layer, a.kind, a.tensors, {**a.record, "calibration": source})
+        logger.info(
+            "early-exit: fitted a linear adapter for layer %d on %d tokens", lm.index, target.shape[0]
+        )
+    return out

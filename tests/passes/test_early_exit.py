@@ -282,6 +282,19 @@ def test_budget_sets_each_gate_threshold_from_calibration():
     assert all("exit_rate" in s for s in result.reports[0].sites)
 
 
+def test_thresholds_option_gives_each_gate_its_own_threshold():
+    out, result = apply(decoder_model(layers=3), "early-exit{layers=[1,0],thresholds=[0.25,0.75]}")
+    by_layer = {int(g.name.removeprefix("exit").split(".")[0]): g.attributes["threshold"].value for g in gates(out)}
+    assert by_layer == {0: pytest.approx(0.75), 1: pytest.approx(0.25)}  # in the order of 'layers'
+    assert [e["threshold"] for e in exits_meta(out)["exits"]] == [pytest.approx(0.75), pytest.approx(0.25)]
+
+
+def test_calibration_without_threshold_uses_the_default_budget():
+    calib = CalibrationSet([decoder_feeds(layers=3, seed=s) for s in range(2)], source="random")
+    _, result = apply(decoder_model(layers=3), "early-exit{layers=[0]}", PassContext(calibration=calib))
+    assert result.reports[0].extra["calibration"]["budget"] == "logits:top1=0.95"
+
+
 # ------------------------------------------------------------------------------------------------
 # the If form
 
@@ -347,8 +360,10 @@ def test_if_form_runs_the_exit_that_fires_and_skips_the_rest(kind):
     [
         ("early-exit{layers=[3],threshold=0.9}", OptionError, r"out of range"),
         ("early-exit{layers=[0,2],threshold=0.9}", OptionError, r"layer 2 is the last layer"),
-        ("early-exit{layers=[0]}", OptionError, r"one of the options 'threshold' and 'budget'"),
-        ('early-exit{layers=[0],threshold=0.9,budget="logits:top1=0.9"}', OptionError, r"'threshold' and 'budget', not both"),
+        ("early-exit{layers=[0]}", OptionError, r"one of the options 'threshold', 'thresholds' and 'budget' \(or calibration"),
+        ('early-exit{layers=[0],threshold=0.9,budget="logits:top1=0.9"}', OptionError, r"not threshold and budget"),
+        ("early-exit{layers=[0],threshold=0.9,thresholds=[0.5]}", OptionError, r"not threshold and thresholds"),
+        ("early-exit{layers=[0,1],thresholds=[0.5]}", OptionError, r"1 value\(s\) for 2 exit layer"),
         ('early-exit{layers=[0],adapter="a.npz",threshold=0.9}', OptionError, r"'adapter' needs head=adapter"),
         ('early-exit{layers=[0],budget="logits:top1=0.9"}', PassNotApplicableError, r"needs calibration data"),
         ("early-exit{layers=[0],head=adapter,threshold=0.9}", PassNotApplicableError, r"needs calibration data"),
@@ -405,7 +420,7 @@ def test_pipeline_text_round_trips():
     canonical = str(resolved)
     assert canonical == (
         'early-exit{layers=[4,2],head=adapter,adapter="dir/a b.npz",signal=cosine,threshold=0.98,'
-        "budget=\"\",form=if,output=x}"
+        "thresholds=[],budget=\"\",form=if,output=x}"
     )
     assert str(parse_pipeline(canonical).resolve()) == canonical
 
