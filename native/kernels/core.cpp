@@ -163,6 +163,9 @@ const AttrValue& Attrs::get(const std::string& name, AttrValue::Kind kind) const
 
 int64_t Attrs::get_int(const std::string& name) const { return get(name, AttrValue::Kind::kInt).i; }
 float Attrs::get_float(const std::string& name) const { return get(name, AttrValue::Kind::kFloat).f; }
+const std::string& Attrs::get_string(const std::string& name) const {
+  return get(name, AttrValue::Kind::kString).s;
+}
 
 void Context::parallel_for(int64_t n, double /*cost*/, const std::function<void(int64_t, int64_t)>& fn) const {
   if (n > 0) fn(0, n);
@@ -269,10 +272,11 @@ std::string describe_ops_json() {
       out << ",\"kind\":\"" << kind_name(a.kind) << "\",\"default\":";
       if (a.kind == AttrValue::Kind::kInt) out << a.default_value.i;
       else if (a.kind == AttrValue::Kind::kFloat) out << a.default_value.f;
+      else if (a.kind == AttrValue::Kind::kString) json_string(out, a.default_value.s);
       else out << "null";
       out << '}';
     }
-    out << "],\"variants\":[";
+    out << "],\"optional_inputs\":" << spec.optional_inputs << ",\"variants\":[";
     for (size_t i = 0; i < spec.variants.size(); ++i) {
       out << (i ? "," : "") << "{\"inputs\":";
       json_dtypes(out, spec.variants[i].inputs);
@@ -322,6 +326,15 @@ AttrDecl float_attr(const std::string& name, float def, bool has_min, double min
   d.min = min;
   d.has_max = has_max;
   d.max = max;
+  return d;
+}
+
+AttrDecl string_attr(const std::string& name, const std::string& def) {
+  AttrDecl d;
+  d.name = name;
+  d.kind = AttrValue::Kind::kString;
+  d.default_value.kind = AttrValue::Kind::kString;
+  d.default_value.s = def;
   return d;
 }
 

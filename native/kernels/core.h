@@ -115,6 +115,7 @@ class Attrs {
       : op_(std::move(op)), values_(std::move(values)) {}
   int64_t get_int(const std::string& name) const;
   float get_float(const std::string& name) const;
+  const std::string& get_string(const std::string& name) const;
   const std::map<std::string, AttrValue>& values() const { return values_; }
 
  private:
@@ -155,6 +156,9 @@ struct OpSpec {
   std::vector<std::string> outputs;
   std::vector<AttrDecl> attrs;
   std::vector<TypeVariant> variants;
+  // How many trailing inputs a node may leave out (0: every input is required). A kernel sees the inputs
+  // the node gives (Context::num_inputs); variants still list a dtype for every input.
+  size_t optional_inputs{0};
   // Builds the kernel once per node (attributes are validated before this is called).
   std::function<std::unique_ptr<Kernel>(const Attrs&)> create;
 };
@@ -180,6 +184,7 @@ AttrDecl int_attr(const std::string& name, int64_t def, bool has_min = false, in
                   bool has_max = false, int64_t max = 0);
 AttrDecl float_attr(const std::string& name, float def, bool has_min = false, double min = 0,
                     bool has_max = false, double max = 0);
+AttrDecl string_attr(const std::string& name, const std::string& def);
 const std::vector<DType>& float_dtypes();  // float16, bfloat16, float32, float64
 const std::vector<DType>& mask_dtypes();   // the floats, bool, int32, int64
 

@@ -60,9 +60,17 @@ class OrtContext : public parekit::Context {
  public:
   OrtContext(const KernelState& state, OrtKernelContext* ctx) : s_(state), ctx_(ctx) {}
 
+  // The inputs the node gives: omitted trailing optional inputs (OpSpec::optional_inputs) do not count.
   size_t num_inputs() const override {
     size_t n = 0;
     check(s_.api, s_.api->KernelContext_GetInputCount(ctx_, &n), "KernelContext_GetInputCount");
+    const size_t required = s_.spec->inputs.size() - std::min(s_.spec->optional_inputs, s_.spec->inputs.size());
+    while (n > required) {
+      const OrtValue* value = nullptr;
+      check(s_.api, s_.api->KernelContext_GetInput(ctx_, n - 1, &value), "KernelContext_GetInput");
+      if (value != nullptr) break;
+      --n;
+    }
     return n;
   }
 
@@ -156,8 +164,19 @@ bool read_attr(const OrtApi* api, const OrtKernelInfo* info, const parekit::Attr
     case AttrValue::Kind::kFloat:
       status = api->KernelInfoGetAttribute_float(info, decl.name.c_str(), &out.f);
       break;
+    case AttrValue::Kind::kString: {
+      size_t size = 0;  // first call: the size, terminating NUL included
+      status = api->KernelInfoGetAttribute_string(info, decl.name.c_str(), nullptr, &size);
+      if (status == nullptr && size > 0) {
+        std::string text(size, '\0');
+        status = api->KernelInfoGetAttribute_string(info, decl.name.c_str(), &text[0], &size);
+        text.resize(size > 0 ? size - 1 : 0);
+        out.s = std::move(text);
+      }
+      break;
+    }
     default:
-      return false;  // no parekit op has string or list attributes yet
+      return false;  // no parekit op has list attributes yet
   }
   if (status != nullptr) {
     api->ReleaseStatus(status);
@@ -215,6 +234,12 @@ size_t ORT_API_CALL output_count(const OrtCustomOp* op) { return as_op(op)->vari
 OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp*, size_t) {
   return INPUT_OUTPUT_REQUIRED;
 }
+// Trailing inputs a node may omit (OpSpec::optional_inputs) are optional; the rest required.
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_characteristic(const OrtCustomOp* op, size_t i) {
+  const OpSpec& spec = *as_op(op)->spec;
+  const size_t required_count = spec.inputs.size() - std::min(spec.optional_inputs, spec.inputs.size());
+  return i < required_count ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+}
 OrtMemType ORT_API_CALL input_memory(const OrtCustomOp*, size_t) { return OrtMemTypeDefault; }
 int ORT_API_CALL one(const OrtCustomOp*) { return 1; }
 
@@ -247,7 +272,7 @@ Tables& tables_for(const OrtApi* api, uint32_t version) {
       base.GetOutputType = output_type;
       base.GetOutputTypeCount = output_count;
       base.KernelDestroy = destroy_kernel;
-      base.GetInputCharacteristic = required;
+      base.GetInputCharacteristic = input_characteristic;
       base.GetOutputCharacteristic = required;
       base.GetInputMemoryType = input_memory;
       base.GetVariadicInputMinArity = one;

@@ -5,7 +5,8 @@
 //
 // ROOT holds case folders (any depth), each with a case.txt:
 //   op <OpType>
-//   attr <name> int|float <value>          (absent attributes take the op's default)
+//   attr <name> int|float|string <value>   (absent attributes take the op's default; a string runs to
+//                                          the end of the line)
 //   input <file.npy> <dtype>               (in order)
 //   output <file.npy> <dtype>              (in order; expected values)
 //   tolerance <rtol> <atol>                (floats: |got - want| <= atol + rtol * |want|; others exact)
@@ -81,6 +82,11 @@ Case read_case(const fs::path& dir) {
       } else if (kind == "float") {
         v.kind = AttrValue::Kind::kFloat;
         v.f = std::stof(value);
+      } else if (kind == "string") {
+        std::string rest;
+        std::getline(words, rest);
+        v.kind = AttrValue::Kind::kString;
+        v.s = value + rest;
       } else {
         throw Error((dir / "case.txt").string() + ": attribute kind '" + kind + "' is not supported");
       }
@@ -166,11 +172,16 @@ class TestContext : public Context {
   std::vector<bool> made_;
 };
 
+// Whether a case gives as many inputs as a binding takes, up to its op's omittable trailing ones.
+bool input_count_fits(const OpSpec& spec, const TypeVariant& v, const Case& c) {
+  return c.inputs.size() <= v.inputs.size() && c.inputs.size() + spec.optional_inputs >= v.inputs.size();
+}
+
 const TypeVariant* pick_variant(const OpSpec& spec, const Case& c) {
   for (const TypeVariant& v : spec.variants) {
-    if (v.inputs.size() != c.inputs.size() || v.outputs.size() != c.outputs.size()) continue;
+    if (!input_count_fits(spec, v, c) || v.outputs.size() != c.outputs.size()) continue;
     bool ok = true;
-    for (size_t i = 0; i < v.inputs.size() && ok; ++i) ok = v.inputs[i] == c.inputs[i].dtype;
+    for (size_t i = 0; i < c.inputs.size() && ok; ++i) ok = v.inputs[i] == c.inputs[i].dtype;
     for (size_t i = 0; i < v.outputs.size() && ok; ++i) ok = v.outputs[i] == c.outputs[i].dtype;
     if (ok) return &v;
   }
@@ -180,9 +191,9 @@ const TypeVariant* pick_variant(const OpSpec& spec, const Case& c) {
 // For expect_error cases only the inputs are given; match on them.
 const TypeVariant* pick_variant_by_inputs(const OpSpec& spec, const Case& c) {
   for (const TypeVariant& v : spec.variants) {
-    if (v.inputs.size() != c.inputs.size()) continue;
+    if (!input_count_fits(spec, v, c)) continue;
     bool ok = true;
-    for (size_t i = 0; i < v.inputs.size() && ok; ++i) ok = v.inputs[i] == c.inputs[i].dtype;
+    for (size_t i = 0; i < c.inputs.size() && ok; ++i) ok = v.inputs[i] == c.inputs[i].dtype;
     if (ok) return &v;
   }
   return nullptr;

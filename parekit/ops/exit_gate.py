@@ -19,8 +19,10 @@ cosine) or below 0 (entropy) never fire: the identity configuration.
 
 Bodies: the signal changes the body's structure, and a string attribute cannot be read by reference
 without string tensors (which TensorRT lacks), so each signal is its own function overload
-(:meth:`ExitGate.function_overload`); ``threshold`` is read by reference. TensorRT's parser keys local
-functions by name only, so a model carries one signal per model until that is solved (see docs/ops.md).
+(:meth:`ExitGate.function_overload`); ``threshold`` is read by reference. The softmax signals' functions
+take ``x`` alone (TensorRT's parser wants as many node inputs as function inputs). TensorRT's parser keys
+local functions by name only, so a model holds gates of one signal (checked: one signal per model parses
+and builds under TensorRT-RTX, a model mixing margin and cosine gates does not; see docs/ops.md).
 Margin uses ``TopK`` with ``K = min(2, V)``: ``p1 - p2 = (2 - e1 - e2) / S`` with ``e1 = exp(0) = 1``,
 ``S = sum exp(z)``, so ``V == 1`` needs no special case.
 """
@@ -162,12 +164,22 @@ class ExitGate(OpDef):
         return self.build_signal_body(tape, inputs, _BODY_SIGNAL.get())
 
     def function(self, opset: int, attributes: Mapping[str, Any] | None = None) -> ir.Function:
-        """The function of the signal in ``attributes`` (overload = signal; default margin)."""
-        token = _BODY_SIGNAL.set(str(self.validate_attributes(attributes)["signal"]))
+        """The function of the signal in ``attributes`` (overload = signal; default margin).
+
+        The softmax signals' functions take ``x`` alone: TensorRT's parser requires a node to give as many
+        inputs as its local function declares.
+        """
+        signal = str(self.validate_attributes(attributes)["signal"])
+        token = _BODY_SIGNAL.set(signal)
         try:
-            return super().function(opset, attributes)
+            function = super().function(opset, attributes)
         finally:
             _BODY_SIGNAL.reset(token)
+        if signal != "cosine":
+            prev = function.inputs[-1]
+            assert prev.name == "prev" and not prev.uses(), "the softmax bodies never read prev"
+            function.inputs.pop()
+        return function
 
     def build_signal_body(self, tape: Tape, inputs: Sequence[ir.Value], signal: str) -> list[ir.Value]:
         """Records the body of one signal: score (float32, last axis reduced) and take."""

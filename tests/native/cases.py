@@ -34,6 +34,8 @@ CASE_MODULES: tuple[str, ...] = (
     "tests.native.cases_kv_evict",
     # token reduction
     "tests.native.cases_tokens",
+    # early exit
+    "tests.native.cases_exit",
 )
 
 

@@ -51,8 +51,14 @@ def write_case(case: Case, folder: Path) -> None:
     folder.mkdir(parents=True)
     lines = [f"op {case.op.op_type}"]
     for key, value in case.attrs.items():
-        kind = "float" if isinstance(value, float) else "int"
-        lines.append(f"attr {key} {kind} {value!r}" if kind == "float" else f"attr {key} int {int(value)}")
+        if isinstance(value, str):  # runs to the end of the line (native/tests/kernel_tests.cpp)
+            if not value or "\n" in value or value != value.strip():
+                raise ValueError(f"{case.id}: string attribute {key}={value!r} cannot be written to case.txt")
+            lines.append(f"attr {key} string {value}")
+        elif isinstance(value, float):
+            lines.append(f"attr {key} float {value!r}")
+        else:
+            lines.append(f"attr {key} int {int(value)}")
     for i, array in enumerate(case.inputs):
         lines.append("input " + _save(folder, f"in{i}", np.asarray(array)))
     if case.error is not None:

@@ -11,7 +11,15 @@ import pytest
 from parekit.ops import OpAttributeError, OpInputError
 from parekit.ops.exit_gate import EXIT_GATE, SIGNALS, fires_never
 
-from .harness import IR_VERSION, assert_body_matches_reference, check_model, run_model, run_op
+from .harness import (
+    IR_VERSION,
+    assert_body_matches_reference,
+    build_model,
+    check_model,
+    run_model,
+    run_op,
+    tensorrt_build,
+)
 
 RNG = np.random.default_rng(23)
 TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -206,6 +214,24 @@ def test_bodies_are_standard_and_tensorrt_friendly(signal):
     assert ops <= TRT_SAFE, ops - TRT_SAFE
     assert ("TopK" in ops) == (signal == "margin")
     assert function.overload == signal
+    # TensorRT's parser wants as many node inputs as function inputs: prev only where it is read.
+    assert [v.name for v in function.inputs] == (["x", "prev"] if signal == "cosine" else ["x"])
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_bodies_build_under_tensorrt(tmp_path, signal):
+    """Each signal's body parses and builds under TensorRT-RTX (CPU-only builder), static float32 and
+    dynamic float16. (A model mixing signals does not parse there: functions are keyed by name.)"""
+    pytest.importorskip(
+        "tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)"
+    )
+    for dtype, static in ((np.float32, True), (np.float16, False)):
+        inputs = _inputs(signal, (2, 3, 50), dtype)
+        model = build_model(EXIT_GATE, inputs, {"signal": signal}, static_shapes=static, opset=23)
+        path = tmp_path / f"{signal}.{np.dtype(dtype).name}.onnx"
+        path.write_bytes(check_model(model).SerializeToString())
+        code, out = tensorrt_build(str(path))
+        assert code == 0, f"ExitGate signal={signal} ({np.dtype(dtype).name}): TensorRT-RTX failed:\n{out}"
 
 
 # -- refusals ------------------------------------------------------------------------------------------
