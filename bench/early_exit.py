@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from parekit.segments import SegmentRunner, split_model, write_segments
 
 from parekit.backends.ort import OrtRunner, check_loads
 from parekit.backends.save import save_model
@@ -39,7 +40,6 @@ from parekit.data import prose_paragraphs
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
 from parekit.passes import PassContext, run_pipeline
-from parekit.segments import SegmentRunner, split_model, write_segments
 
 EXITS_KEY = "parekit.exits"
 MINILM_CONFIGS = [
@@ -135,11 +135,13 @@ def minilm(opset: int, iters: int, adapter_file: str | None) -> list[str]:
                     f"| {head.split('=')[0]} | {layers} | {budget_text} | {cal_rates} | {eval_rates} | {cos_text} | {flop_text} | {timed.ratio:.2f}x |"
                 )
         if forms_case is not None:
-            lines += ["", *forms_table(src, tmp, evals, forms_case, iters)]
+            lines += ["", *forms_table(src, tmp, evals, calib, forms_case, iters)]
     return lines
 
 
-def forms_table(src: Path, tmp: str, evals: list[dict[str, np.ndarray]], case: Any, iters: int) -> list[str]:
+def forms_table(
+    src: Path, tmp: str, evals: list[dict[str, np.ndarray]], calib: CalibrationSet, case: Any, iters: int
+) -> list[str]:
     """Every form at the same thresholds (those the segments calibration chose), batch 8 and 1."""
     head_opt, layers, budget, thresholds = case
     out = [
@@ -157,13 +159,10 @@ def forms_table(src: Path, tmp: str, evals: list[dict[str, np.ndarray]], case: A
         candidates: list[Any] = []
         names: list[str] = []
         for form in ("outputs", "if", "segments"):
-            # One threshold per run: the pass takes a single threshold, so each exit is built separately
-            # when thresholds differ; here the exits' calibrated thresholds are applied by rewriting the gates.
             model = load_model(src)
-            pipeline = f"early-exit{{layers=[{','.join(map(str, layers))}],{head_opt},threshold=2.0,form={form}}}"
-            calib = CalibrationSet(paragraph_feeds(model, False, 192, 8))
+            values = ",".join(f"{thresholds[layer]:.9g}" for layer in layers)
+            pipeline = f"early-exit{{layers=[{','.join(map(str, layers))}],{head_opt},thresholds=[{values}],form={form}}}"
             result = run_pipeline(model, pipeline, PassContext(calibration=calib), verifier=check_loads)
-            set_thresholds(result.model, thresholds)
             if form == "segments":
                 seg_dir = Path(tmp) / f"forms{batch}"
                 write_segments(split_model(result.model), seg_dir, "minilm.onnx")
@@ -187,29 +186,6 @@ def forms_table(src: Path, tmp: str, evals: list[dict[str, np.ndarray]], case: A
             )
             out.append(f"| {name} | {batch} | {cos.mean():.4f} / {cos.min():.4f} | {timed.ratio:.2f}x |")
     return out
-
-
-def set_thresholds(model: Any, thresholds: dict[int, float]) -> None:
-    """Give each exit's gate its threshold (the ExitGate node of ``exit<l>``, found through the metadata)."""
-    from parekit.ops.exit_gate import EXIT_GATE
-
-    exits = json.loads(model.metadata_props[EXITS_KEY])
-    by_score = {e["score"]: e for e in exits["exits"]}
-    import onnx_ir as ir
-
-    def visit(graph: Any) -> None:
-        for node in graph:
-            if EXIT_GATE.matches(node) and node.outputs[0].name in by_score:
-                layer = by_score[node.outputs[0].name]["layer"]
-                node.attributes["threshold"] = ir.AttrFloat32("threshold", float(thresholds[layer]))
-            for attr in node.attributes.values():
-                if attr.type == ir.AttributeType.GRAPH:
-                    visit(attr.value)
-
-    visit(model.graph)
-    for e in exits["exits"]:
-        e["threshold"] = float(thresholds[e["layer"]])
-    model.metadata_props[EXITS_KEY] = json.dumps(exits)
 
 
 def main() -> None:

@@ -12,17 +12,20 @@ value that does not depend on the stream (pooling masks, constants): nothing is 
 the calibration data (real tokens only). The gate (``ExitGate``) reduces the gated head output's last
 axis to a score and a per-row decision: ``signal=auto`` is ``margin`` for decoders and ``cosine`` (to the
 previous exit's output) for encoders; classifiers such as ViT want ``signal=margin``. The threshold is
-given (``threshold=``) or chosen per gate on calibration data so that a fidelity budget holds
-(``budget="sentence_embedding:cosine=0.98"``, :mod:`parekit.passes.exit_calibrate`).
+given (``threshold=`` for every gate, ``thresholds=[...]`` one per exit in the order of ``layers``) or
+chosen per gate on calibration data so that a fidelity budget holds
+(``budget="sentence_embedding:cosine=0.98"``, :mod:`parekit.passes.exit_calibrate`); calibration data
+without any of the three means the default budget (``<gated>:cosine=0.98`` for the cosine signal,
+``<gated>:top1=0.95`` for the others).
 
 Forms: ``outputs`` adds ``<out>.exit<l>``, ``exit<l>.score`` and ``exit<l>.take`` as graph outputs;
 ``segments`` is the same graph, marked for ``parekit split``; ``if`` nests ONNX ``If`` nodes with a
 batch-wide predicate (all rows take) so that the blocks after an exit do not run when it fires (the main
 outputs keep their names; the exits' values then live inside the ``If`` branches, under the same names,
 and are not graph outputs). ``form=if`` is refused for models with a KV cache (part 2). The exits are
-described in the ``parekit.exits`` metadata (JSON; see docs/early_exit_contract.md).
+described in the ``parekit.exits`` metadata (JSON; see docs/early_exit.md).
 
-Identity configuration: ``layers=[]`` (neither ``threshold`` nor ``budget`` needed). A threshold that
+Identity configuration: ``layers=[]`` (no threshold or budget needed). A threshold that
 never fires (above 1; entropy: below 0) leaves the main outputs as they were, in every form.
 """
 
