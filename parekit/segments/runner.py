@@ -130,6 +130,11 @@ class SegmentRunner:
         return [n for n in self.manifest.outputs if self._producer[n] <= first or n in everywhere]
 
     @property
+    def child_spec(self) -> dict[str, Any]:
+        """How ``parekit bench`` rebuilds this runner in its memory-measuring child process."""
+        return {"model": self.name, "factory": "parekit.segments.runner:SegmentRunner", "options": {"exits": self.exits}}
+
+    @property
     def all_output_names(self) -> list[str]:
         """Every output of the source model (some may not exist for rows that exited)."""
         return list(self.manifest.outputs)
