@@ -75,10 +75,10 @@ def test_rows_that_exit_get_their_exit_output_and_the_others_the_full_model(spli
     assert sorted(map(str, set(layers))) == ["0", "2", "None"]  # a mixed batch
     assert runner.last_exit_layers == layers
     assert runner.last_segment_rows == [8, 5, 3]  # the batch compacted after each exit
-    rows0 = [r for r, l in enumerate(layers) if l == 0]
+    rows0 = [r for r, at in enumerate(layers) if at == 0]
     np.testing.assert_array_equal(got["sentence_embedding"][rows0], outs["sentence_embedding.exit0"][rows0])
     np.testing.assert_allclose(got["sentence_embedding"], want, atol=1e-6, rtol=0)
-    full = [r for r, l in enumerate(layers) if l is None]
+    full = [r for r, at in enumerate(layers) if at is None]
     assert not np.allclose(outs["sentence_embedding.exit0"][full], outs["sentence_embedding"][full], atol=1e-3)
     np.testing.assert_allclose(got["last_hidden_state"], _expected(outs, exits, "last_hidden_state")[0], atol=1e-6)
     for name in ("exit0.score", "exit0.take"):  # computed for every row
