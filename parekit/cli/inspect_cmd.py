@@ -17,8 +17,8 @@ __all__ = ["inspect"]
 @click.option("--json", "as_json", is_flag=True, help="print the structure map as JSON on stdout instead of the tables")
 @click.option("--layers/--no-layers", default=True, help="show the per-layer table")
 def inspect(model: str, as_json: bool, layers: bool) -> None:
-    """Print the transformer structure parekit finds in MODEL (what the passes will see) and its early
-    exits; for a segments directory (parekit split), its segments."""
+    """Print the transformer structure parekit finds in MODEL (what the passes will see) and the exits
+    its metadata records; for a segments directory (parekit split), its segments."""
     from pathlib import Path
 
     from parekit.analysis import discover

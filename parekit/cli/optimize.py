@@ -29,7 +29,7 @@ __all__ = ["optimize"]
 @click.argument("model", type=click.Path())
 @click.option("--passes", "pipeline", required=True, help='pipeline, e.g. "drop-layers{layers=[4,5]}"')
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="optimized .onnx to write (a new segments directory when the last early-exit pass has form=segments)")
+              help="optimized .onnx to write (a new segments directory when the pipeline's last exit pass has form=segments)")
 @click.option("--report", type=click.Path(dir_okay=False), help="also write the per-pass report as JSON to this file")
 @click.option("--calib", "calib", default=None, metavar="text|random|FILE.npz",
               help="calibration data for passes that need it (e.g. drop-layers{count=N})")
@@ -57,7 +57,7 @@ def optimize(
     """Run a pass pipeline on MODEL and write the result to OUTPUT.
 
     The input file is never modified; on any failure no output file is written. When the pipeline's last
-    early-exit pass has form=segments, OUTPUT is a segments directory (as parekit split writes).
+    exit pass has form=segments, OUTPUT is a segments directory (as parekit split writes).
     """
     from parekit.backends.ort import check_loads
     from parekit.backends.save import save_model

@@ -125,8 +125,8 @@ def split(model: str, output: str, at: str | None, as_json: bool) -> None:
     """Cut MODEL into a segments directory OUTPUT: manifest.json + segment<k>.onnx.
 
     Segment k holds the blocks after the previous cut up to cut k (segment 0 also the embeddings, the
-    last one the real head) and the exit branch of cut k. Without --at the cuts are the exits that the
-    early-exit pass recorded. `parekit check` and `parekit bench` run a segments directory like a model.
+    last one the real head) and the exit branch of cut k. Without --at the cuts are the exits recorded in
+    the model's parekit.exits metadata. `parekit check` and `parekit bench` run a segments directory like a model.
     Nothing is written on failure.
     """
     from parekit.segments.split import split_model
