@@ -26,7 +26,7 @@ from parekit.errors import ModelLoadError, ParekitError, echo, one_line
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MANIFEST", "Manifest", "SegmentEntry", "SegmentIO", "is_segments_dir", "read_manifest", "write_segments"]
+__all__ = ["MANIFEST", "Manifest", "SegmentEntry", "SegmentIO", "read_manifest", "write_segments"]
 
 MANIFEST = "manifest.json"
 FORMAT = "parekit.segments"
@@ -114,11 +114,6 @@ class Manifest:
                     found[io.name] = io
             produced.update(io.name for io in entry.outputs)
         return list(found.values())
-
-
-def is_segments_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory (segments directories are the only directories commands take)."""
-    return Path(path).is_dir()
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> Manifest:

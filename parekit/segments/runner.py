@@ -13,6 +13,8 @@ unchanged — and their results are scattered back in row order. Outputs that on
 compute and that have no exit version (a decoder's present KV of later layers) do not exist for a row
 that exited: :attr:`SegmentRunner.output_names` leaves them out, and asking for them when a row exited
 is an error. ``exits=False`` runs every segment on every row: the exact recombination of the source.
+A model whose batch dim is static records no batch axis: its rows cannot be dropped, so its exits are
+ignored (logged) and every segment runs on every row.
 """
 
 from __future__ import annotations

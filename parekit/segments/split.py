@@ -146,11 +146,16 @@ def split_model(model: ir.Model, at: Sequence[int] | None = None, *, mm: ModelMa
         The plan, with one in-memory model per segment.
 
     Raises:
-        OptionError: No cut, a layer out of range or repeated, a cut at the last layer, or ``at=None``
-            on a model without exits.
+        OptionError: No cut, a layer out of range or repeated, a cut at the last layer, ``at=None`` on a
+            model without exits, or exits in form=if.
         StructureError: The structure cannot be found or does not allow the cut.
     """
     exits = read_exits(model)
+    if exits is not None and exits.get("form") == "if":
+        raise OptionError(
+            "split: the model's exits are in form=if (the later blocks inside If nodes): it cannot be cut",
+            note="apply early-exit with form=segments (or outputs) to the original model, then split that",
+        )
     if at is None:
         if exits is None or not exits["exits"]:
             raise OptionError(

@@ -150,6 +150,14 @@ def test_bad_cuts_are_refused(at, text):
         split_model(encoder_model(layers=4), at)
 
 
+def test_exits_in_form_if_are_refused():
+    model = with_exits(pooled(encoder_model(layers=3)), [0], "signal=cosine,threshold=2.0")
+    meta = json.loads(model.metadata_props["parekit.exits"])
+    model.metadata_props["parekit.exits"] = json.dumps({**meta, "form": "if"})
+    with pytest.raises(OptionError, match="form=if"):
+        split_model(model)
+
+
 def test_no_exits_and_no_cut_is_refused():
     with pytest.raises(OptionError, match="records no exits") as info:
         split_model(encoder_model(layers=2))
