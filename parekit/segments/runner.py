@@ -244,13 +244,13 @@ class SegmentRunner:
         layer = int(exit_["layer"])
         lacking = [n for n in wanted if self._producer[n] > k and n not in exit_["outputs"]]
         if lacking:
-            shown = ", ".join(lacking[:6]) + (" …" if len(lacking) > 6 else "")
+            shown = _listed(lacking, 6)
             what = (f"the present KV of the layers after it ({shown}) is not computed for them: per-token exits "
                     "that fill the skipped layers' KV are part 2" if self.manifest.kind == "decoder"
                     else f"output(s) {shown} have no exit version at that layer")
             raise DataError(
                 f"{self.name}: row(s) {fired.tolist()[:8]} exited at layer {layer}, so {what}",
-                note=f"ask only for the outputs every row gets ({', '.join(self.output_names)}), or run with exits "
+                note=f"ask only for the outputs every row gets ({_listed(self.output_names)}), or run with exits "
                 "off (--no-exits)",
             )
         for out, exit_name in exit_["outputs"].items():
@@ -280,6 +280,10 @@ def _rows(held: _Held, live: np.ndarray | None) -> np.ndarray:
     if live is None or rows is None or (rows.size == live.size and np.array_equal(rows, live)):
         return array
     return array[np.searchsorted(rows, live)]
+
+
+def _listed(names: Sequence[str], most: int = 12) -> str:
+    return ", ".join(names[:most]) + (f" … ({len(names)} in all)" if len(names) > most else "")
 
 
 def _exit_names(exit_: dict[str, Any]) -> list[str]:
