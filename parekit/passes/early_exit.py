@@ -170,7 +170,7 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             for b, e in zip(branches, exits, strict=True):
                 entry = results[b.layer]
                 e["threshold"] = float(entry["threshold"])
-                e["calibration"] = {k: v for k, v in entry.items() if k != "overall"}
+                e["calibration"] = dict(entry)  # as calibrate gives it, "overall" included
                 overall = entry.get("overall")
                 node = b.take.producer() if b.take is not None else None
                 assert node is not None

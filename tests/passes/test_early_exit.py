@@ -10,6 +10,7 @@ import onnx_ir as ir
 import pytest
 
 from parekit.analysis import discover
+from parekit.backends.ort import OrtRunner
 from parekit.calibration import CalibrationSet, collect
 from parekit.errors import OptionError, PassNotApplicableError
 from parekit.ops.exit_gate import EXIT_GATE
@@ -319,11 +320,19 @@ def test_if_form_runs_the_exit_that_fires_and_skips_the_rest(kind):
         got = run(m, feeds)
         for n in main_names:
             np.testing.assert_allclose(got[n], expect[n], atol=1e-5, err_msg=f"{thresholds} {n}")
+    # With ONNX Runtime's graph optimizations on too.
+    m = clone(iff)
+    _set_thresholds(m, {0: -1.0, 2: 2.0})
+    got = OrtRunner(m).run(feeds)
+    for n in main_names:
+        np.testing.assert_allclose(got[n], exits[f"{n}.exit0"], atol=1e-5)
     # Batch-wide: one row that does not take the exit keeps every row on the full model.
     m = clone(iff)
     score = exits["exit0.score"]
     row_min = score.reshape(score.shape[0], -1).min(axis=1)
     _set_thresholds(m, {0: float(row_min.max()), 2: 2.0})  # row with the highest min takes, the other not
+    rows = (score >= row_min.max()).reshape(score.shape[0], -1).all(axis=1)
+    assert rows.any() and not rows.all()
     got = run(m, feeds)
     for n in main_names:
         np.testing.assert_allclose(got[n], want[n], atol=1e-5)
@@ -420,3 +429,104 @@ def test_optimize_report_lists_the_exits(run_cli, tmp_path):
     assert p["extra"]["head_outputs"] == ["logits"]
     saved = onnx.load(tmp_path / "o.onnx")
     assert json.loads({p.key: p.value for p in saved.metadata_props}[EXITS_KEY])["exits"][0]["layer"] == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the samples
+
+
+def _sample_feeds(model: ir.Model, seq: int = 8) -> dict[str, np.ndarray]:
+    from parekit.backends.specs import specs_from_ir_values
+    from parekit.parity.data import random_feeds
+
+    specs = specs_from_ir_values(model.graph.inputs)
+    return random_feeds(specs, dims={"batch": 2, "seq": seq, "past": 3}, seed=0, model=model)
+
+
+SAMPLE_CASES = [
+    pytest.param(name, opset, form, spec, marks=[] if (name, opset) == ("llama-tiny", 23) else [pytest.mark.slow],
+                 id=f"{name}-{opset}-{form}")
+    for name, spec, forms in (
+        ("llama-tiny", "layers=[0],threshold=2.0", ("outputs",)),
+        ("gpt2-tiny", "layers=[0],signal=entropy,threshold=-1.0", ("outputs",)),
+        ("minilm", "layers=[2,4],threshold=2.0", ("outputs", "if")),
+        ("vit", "layers=[5,9],signal=margin,threshold=2.0", ("outputs", "if")),
+    )
+    for opset in (18, 23)
+    for form in forms
+] + [pytest.param("smollm2", 18, "outputs", "layers=[10,20],threshold=2.0", marks=[pytest.mark.slow], id="smollm2-18")]
+
+
+@pytest.mark.parametrize(("name", "opset", "form", "spec"), SAMPLE_CASES)
+def test_never_firing_exits_keep_the_sample_outputs(load_sample, name, opset, form, spec):
+    """Identity: every main output as before; the exits' gates equal the NumPy reference on their outputs."""
+    model = load_sample(name, opset)
+    feeds = _sample_feeds(model, seq=8 if name != "smollm2" else 4)
+    want = run(model, feeds)
+    before = discover(model)
+    result = optimize(model, f"early-exit{{{spec},form={form}}}")
+    got = run(result.model, feeds)
+    for n in want:
+        np.testing.assert_allclose(got[n], want[n], atol=1e-5, rtol=1e-5, err_msg=n)
+    meta = exits_meta(result.model)
+    assert [v.name for v in result.model.graph.outputs][: len(want)] == list(want)
+    if form == "outputs":  # later passes and the split tool see the same structure
+        a, b = before, discover(result.model)
+        assert (a.final_output, [lm.output for lm in a.layers]) == (b.final_output, [lm.output for lm in b.layers])
+    for e in meta["exits"] if form == "outputs" else ():
+        x = got[e["outputs"][meta["gated_output"]]]
+        if e["signal"] != "cosine":
+            score, take = gate_reference(x, e["signal"], e["threshold"])
+            np.testing.assert_allclose(got[e["score"]], score, atol=1e-5)
+            assert not take.any() and not got[e["take"]].any()
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"), [pytest.param("llama-tiny", 0), pytest.param("minilm", 2, marks=pytest.mark.slow),
+                        pytest.param("vit", 6, marks=pytest.mark.slow)]
+)
+def test_sample_exit_equals_the_model_truncated_after_its_layer(load_sample, name, layer):
+    """Oracle: drop-layers removes every block after the exit; its outputs are the own head on that layer."""
+    model = load_sample(name)
+    n = discover(model).num_layers
+    feeds = _sample_feeds(model)
+    truncated = optimize(clone(model), f"early-exit{{layers=[{layer}],signal=maxprob,threshold=0.5}}").model
+    oracle = optimize(clone(model), f"drop-layers{{layers=[{','.join(map(str, range(layer + 1, n)))}]}}").model
+    got = run(truncated, feeds)
+    want = run(oracle, {v.name: feeds[v.name] for v in oracle.graph.inputs})
+    heads = exits_meta(truncated)["head_outputs"]
+    for out in heads:
+        np.testing.assert_allclose(got[f"{out}.exit{layer}"], want[out], atol=2e-5, rtol=1e-4, err_msg=out)
+    gated = exits_meta(truncated)["gated_output"]
+    score, take = gate_reference(got[f"{gated}.exit{layer}"], "maxprob", 0.5)
+    np.testing.assert_allclose(got[f"exit{layer}.score"], score, atol=1e-5)
+    np.testing.assert_array_equal(got[f"exit{layer}.take"], take)
+
+
+@pytest.mark.slow
+def test_minilm_fitted_adapters_with_a_budget(load_sample):
+    """The issue's command: early-exit{layers=[3,4],head=adapter} with a cosine budget on calibration prose."""
+    from parekit.cli.feeds import build_feeds
+
+    model = load_sample("minilm")
+    calib, source = build_feeds(model, "text", samples=32, batch=8, seq=64, purpose="calib")
+    held_out, _ = build_feeds(model, "text", samples=8, batch=8, seq=64, purpose="eval")
+    (feeds,) = held_out
+    want = run(model, feeds)
+    spec = 'early-exit{layers=[3,4],head=adapter,budget="sentence_embedding:cosine=0.98"}'
+    result = optimize(model, spec, PassContext(calibration=CalibrationSet(calib, source=source)))
+    meta = exits_meta(result.model)
+    assert [(e["layer"], e["adapter"]["kind"], e["adapter"]["params"]) for e in meta["exits"]] == [
+        (3, "linear", 384 * 384 + 384), (4, "linear", 384 * 384 + 384)
+    ]
+    assert all(e["calibration"]["exit_rate"] is not None for e in meta["exits"])
+    overall = meta["exits"][0]["calibration"]["overall"]
+    assert overall == result.reports[0].extra["calibration"] and overall["metric"] >= 0.98 - 1e-9
+    got = run(result.model, feeds)
+    for n in want:
+        np.testing.assert_allclose(got[n], want[n], atol=1e-5, err_msg=n)
+    # On held-out prose the fitted adapter brings the exit embedding closer to the final one than the own head.
+    own = run(optimize(load_sample("minilm"), "early-exit{layers=[3],threshold=2.0}").model, feeds)
+    cos = [float((a * want["sentence_embedding"]).sum(-1).mean()) for a in
+           (own["sentence_embedding.exit3"], got["sentence_embedding.exit3"])]
+    assert cos[1] > cos[0] + 0.1, cos
