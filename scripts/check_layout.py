@@ -37,8 +37,10 @@ ALLOWED: dict[str, set[str]] = {
     "passes": {"analysis", "ops", "calibration"},
     "parity": {"analysis", "backends", "data"},
     "bench": {"backends", "data"},
-    "runtime": {"analysis", "backends", "data"},
+    "runtime": {"analysis", "backends", "data", "segments"},  # segments: SegmentRunner re-exported (issue 11)
     "testing": {"backends", "parity"},
+    # early exit (issue 11): segments cut a model at exits; the runtime re-exports their runner
+    "segments": {"analysis", "ops", "backends"},
     "cli": {"*"},
 }
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parekit.errors import BackendError, DataError
+from parekit.errors import BackendError, DataError, ParekitError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -133,7 +133,7 @@ class BenchReport:
 
 
 def bench_models(
-    models: Sequence[str | os.PathLike[str]],
+    models: Sequence[str | os.PathLike[str] | Any],
     feeds: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray],
     *,
     warmup: int = 3,
@@ -147,7 +147,8 @@ def bench_models(
     """Time models side by side (interleaved) and measure their peak memory.
 
     Args:
-        models: Model files; the first is the baseline of ``ratio``.
+        models: Model files or runners (duck-typed ``OrtRunner``s such as ``SegmentRunner``: memory is measured
+            from their ``child_spec``); the first is the baseline of ``ratio``.
         feeds: One feed set or several; every round runs each set on each model (each model
             takes the inputs it needs).
         warmup: Untimed rounds before timing.
@@ -177,13 +178,14 @@ def bench_models(
     if iters < 1 or warmup < 0:
         raise DataError(f"bench needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
 
-    paths = [str(Path(m)) for m in models]
+    built: list[Any] = [m if callable(getattr(m, "run", None)) else None for m in models]  # runners given (duck-typed)
+    paths = [str(Path(m)) if b is None else str(b.name) for m, b in zip(models, built, strict=True)]
     natives = list(native) if isinstance(native, Sequence) else [native] * len(paths)
     if len(natives) != len(paths):
         raise DataError(f"bench got {len(natives)} native settings for {len(paths)} models")
-    runners = [
-        OrtRunner(p, providers=providers, threads=threads, native=n)
-        for p, n in zip(paths, natives, strict=True)
+    runners: list[Any] = [
+        OrtRunner(p, providers=providers, threads=threads, native=n) if b is None else b
+        for p, n, b in zip(paths, natives, built, strict=True)
     ]
     prepared = [[r.prepare_feeds(f) for f in feed_sets] for r in runners]
     samples: list[list[float]] = [[] for _ in runners]
@@ -209,7 +211,9 @@ def bench_models(
     if measure_memory:
         for i, path in enumerate(paths):
             library = runners[i].native_library
-            memory[i] = _peak_rss_mib(path, feed_sets[0], providers, threads, library is not None)
+            spec = getattr(runners[i], "child_spec", None) if built[i] is not None else {"model": path}
+            if spec is not None:
+                memory[i] = _peak_rss_mib(spec, feed_sets[0], providers, threads, library is not None)
 
     base_median = statistics.median(samples[0])
     timings = []
@@ -240,9 +244,12 @@ def bench_models(
 
 
 def _run_once(runner: Any, feeds: dict[str, np.ndarray]) -> float:
+    session = getattr(runner, "session", None)
     start = time.perf_counter()
     try:
-        runner.session.run(None, feeds)
+        session.run(None, feeds) if session is not None else runner.run(feeds)  # else: segments, several sessions
+    except ParekitError:
+        raise
     except Exception as exc:
         raise BackendError(
             f"ONNX Runtime failed running {runner.name}: {' '.join(str(exc).split())}"
@@ -266,7 +273,7 @@ def _progress_bar(enabled: bool, rounds: int, n_models: int) -> tuple[Any, Any] 
 
 
 def _peak_rss_mib(
-    path: str,
+    spec: dict[str, Any],
     feeds: Mapping[str, np.ndarray],
     providers: Sequence[str] | None,
     threads: int | None,
@@ -275,12 +282,15 @@ def _peak_rss_mib(
     """Run :func:`_memory_main` in a fresh interpreter and read its answer.
 
     A plain ``python -c`` child is used rather than ``multiprocessing``'s spawn, which re-imports
-    the caller's ``__main__`` (re-running unguarded scripts, failing under ``python -``).
+    the caller's ``__main__`` (re-running unguarded scripts, failing under ``python -``). ``spec``: the
+    ``model`` and, for other runners than ``OrtRunner``, a ``factory`` ("module:Class") and its ``options``.
     """
+    path = str(spec["model"])
     with tempfile.TemporaryDirectory(prefix="parekit-bench-") as tmp:
         feeds_file = Path(tmp) / "feeds.npz"
         np.savez(feeds_file, **{k: np.asarray(v) for k, v in feeds.items()})  # type: ignore[arg-type]
         request = {
+            **spec,
             "model": path,
             "feeds": str(feeds_file),
             "providers": list(providers or []),
@@ -317,20 +327,22 @@ def _memory_main() -> None:
     Reads a JSON request from ``sys.argv[1]`` and prints one JSON line: ``{"peak_mib": …}`` or
     ``{"error": …}``.
     """
-    import onnxruntime  # noqa: F401  (imported before the baseline on purpose)
+    import importlib
 
-    from parekit.backends.ort import OrtRunner
+    import onnxruntime  # noqa: F401  (imported before the baseline on purpose)
 
     request = json.loads(sys.argv[1])
     try:
         with np.load(request["feeds"], allow_pickle=False) as archive:
             feeds = {key: archive[key] for key in archive.files}
         probe = _PeakProbe()
-        runner = OrtRunner(
+        module, _, name = str(request.get("factory") or "parekit.backends.ort:OrtRunner").partition(":")
+        runner = getattr(importlib.import_module(module), name)(
             request["model"],
             providers=request["providers"] or None,
             threads=request["threads"],
             native=request["native"],
+            **request.get("options", {}),
         )
         runner.run(feeds)
         peak_mib = probe.peak_mib()

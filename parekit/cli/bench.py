@@ -19,8 +19,9 @@ from parekit.cli.common import (
     threads_option,
 )
 from parekit.cli.feeds import check_dims, parse_dims
-from parekit.cli.load import external_files, load
+from parekit.cli.load import external_files
 from parekit.cli.outputs import Outputs
+from parekit.cli.split_cmd import exits_option, open_model
 
 __all__ = ["bench"]
 
@@ -36,6 +37,7 @@ __all__ = ["bench"]
 @json_options
 @provider_option
 @native_option
+@exits_option
 def bench(
     models: tuple[str, ...],
     data: str,
@@ -52,8 +54,12 @@ def bench(
     json_path: str | None,
     providers: tuple[str, ...],
     native: bool | None,
+    exits: bool,
 ) -> None:
-    """Time MODELS side by side (interleaved, after warm-up); ratios are against the first one."""
+    """Time MODELS side by side (interleaved, after warm-up); ratios are against the first one.
+
+    A MODEL may be a segments directory (parekit split): it runs segment by segment, rows stopping at
+    their exit unless --no-exits."""
     from parekit.bench import bench_models
     from parekit.cli.feeds import build_feeds
 
@@ -67,7 +73,9 @@ def bench(
     files.check()
     check_feed_size(batch, seq)
     size_of = parse_dims(dims)
-    loaded = [load(m) for m in models]
+    opened = [open_model(m, providers=list(providers) or None, native=native, threads=threads, exits=exits)
+              for m in models]
+    loaded = [model for model, _ in opened]
     for i, ir_model in enumerate(loaded):
         for path in external_files(ir_model):
             files.add_input(f"MODEL #{i + 1}'s external data", path)
@@ -77,7 +85,7 @@ def bench(
                                 dims=size_of)
     del loaded
     report = bench_models(
-        list(models), feeds, warmup=warmup, iters=iters, providers=list(providers) or None, threads=threads,
+        [run for _, run in opened], feeds, warmup=warmup, iters=iters, providers=list(providers) or None, threads=threads,
         measure_memory=memory, progress=True, native=native,
     )
     payload = {"data": source, **report.to_dict()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -21,8 +22,9 @@ from parekit.cli.common import (
     styled,
 )
 from parekit.cli.feeds import check_dims, parse_dims
-from parekit.cli.load import external_files, load
+from parekit.cli.load import external_files
 from parekit.cli.outputs import Outputs
+from parekit.cli.split_cmd import exits_option, open_model
 from parekit.errors import ParekitError
 
 __all__ = ["check"]
@@ -41,6 +43,7 @@ __all__ = ["check"]
 @click.option("--save-feeds", type=click.Path(dir_okay=False), help="save the feeds used as .npz (reusable with --data)")
 @provider_option
 @native_option
+@exits_option
 def check(
     reference: str,
     candidate: str,
@@ -58,11 +61,12 @@ def check(
     save_feeds: str | None,
     providers: tuple[str, ...],
     native: bool | None,
+    exits: bool,
 ) -> None:
     """Compare CANDIDATE's outputs with REFERENCE's on the same feeds; exit 1 if a threshold fails.
 
     REFERENCE is a model, or golden outputs saved earlier with --save-golden (a .npz; then --data
-    must be the feeds file saved with --save-feeds).
+    must be the feeds file saved with --save-feeds). Either may be a segments directory (parekit split).
     """
     from parekit.cli.feeds import build_feeds
     from parekit.parity import Thresholds, compare_models, compare_to_golden, run_outputs
@@ -85,10 +89,11 @@ def check(
     check_feed_size(batch, seq)
     size_of = parse_dims(dims)
     limits = Thresholds.parse(list(thresholds)) if thresholds else None
-    cand_model = load(candidate)  # fail early, with a clear message, on a bad candidate file
+    provider_list = list(providers) or None
+    opened: dict[str, Any] = {"providers": provider_list, "native": native, "exits": exits}
+    cand_model, cand_run = open_model(candidate, **opened)  # fail early, with a clear message, on a bad candidate
     for path in external_files(cand_model):
         files.add_input("CANDIDATE's external data", path)
-    provider_list = list(providers) or None
     if golden_mode:
         if not data.endswith(".npz"):
             raise ParekitError("a golden reference (.npz) needs the feeds it was made from", note="pass --data FEEDS.npz")
@@ -96,22 +101,22 @@ def check(
         files.check()
         feeds, source = build_feeds(cand_model, data, samples=samples, batch=batch, seq=seq)
         report = compare_to_golden(
-            candidate, feeds, reference, thresholds=limits, providers=provider_list,
+            cand_run, feeds, reference, thresholds=limits, providers=provider_list,
             outputs=list(outputs) or None, progress=True, native=native,
         )
         golden = None
     else:
-        ref_model = load(reference)
+        ref_model, ref_run = open_model(reference, **opened)
         for path in external_files(ref_model):
             files.add_input("REFERENCE's external data", path)
         files.check()
         check_dims(ref_model, size_of, data)
         feeds, source = build_feeds(ref_model, data, samples=samples, batch=batch, seq=seq, seed=seed, dims=size_of)
         report = compare_models(
-            reference, candidate, feeds, thresholds=limits, providers=provider_list,
+            ref_run, cand_run, feeds, thresholds=limits, providers=provider_list,
             outputs=list(outputs) or None, progress=True, native=native,
         )
-        golden = run_outputs(reference, feeds, providers=provider_list, native=native) if save_golden else None
+        golden = run_outputs(ref_run, feeds, providers=provider_list, native=native) if save_golden else None
     payload = {"reference": reference, "candidate": candidate, "data": source, **report.to_dict()}
     with files:  # every output is written, or none
         if save_golden and golden is not None:

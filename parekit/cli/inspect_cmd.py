@@ -1,6 +1,8 @@
-"""``parekit inspect``: the structure map the passes see."""
+"""``parekit inspect``: the structure map the passes see, a model's early exits, a segments directory."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -15,12 +17,21 @@ __all__ = ["inspect"]
 @click.option("--json", "as_json", is_flag=True, help="print the structure map as JSON on stdout instead of the tables")
 @click.option("--layers/--no-layers", default=True, help="show the per-layer table")
 def inspect(model: str, as_json: bool, layers: bool) -> None:
-    """Print the transformer structure parekit finds in MODEL (what the passes will see)."""
-    from parekit.analysis import discover
+    """Print the transformer structure parekit finds in MODEL (what the passes will see) and the exits
+    its metadata records; for a segments directory (parekit split), its segments."""
+    from pathlib import Path
 
-    mm = discover(load(model))
+    from parekit.analysis import discover
+    from parekit.segments.split import read_exits
+
+    if Path(model).is_dir():
+        _segments(model, as_json)
+        return
+    ir_model = load(model)
+    exits = read_exits(ir_model)
+    mm = discover(ir_model)
     if as_json:
-        echo_json(mm.to_dict())
+        echo_json({**mm.to_dict(), "exits": exits})
         return
     from rich.table import Table
 
@@ -40,6 +51,8 @@ def inspect(model: str, as_json: bool, layers: bool) -> None:
     ):
         summary.add_row(styled("bold", key), plain(value))
     out.print(summary)
+    if exits is not None:
+        _exits_table(out, exits)
     if not layers:
         return
     table = Table(title="layers")
@@ -54,5 +67,60 @@ def inspect(model: str, as_json: bool, layers: bool) -> None:
         )
         kv = f"{att.past_key} → {att.present_key}" if att.past_key else "-"
         cells = (str(lm.index), lm.scope, f"{lm.input} → {lm.output}", core, str(len(lm.norms)), mlp, kv)
+        table.add_row(*(plain(c, limit=300) for c in cells))
+    out.print(table)
+
+
+def _exits_table(out: Any, exits: dict[str, Any]) -> None:
+    """The exits the early-exit pass recorded (``parekit.exits`` metadata)."""
+    from rich.table import Table
+
+    table = Table(title=f"early exits (form={exits.get('form')}, gate reads {exits.get('gated_output')})")
+    for col in ("layer", "head", "adapter params", "signal", "threshold", "outputs"):
+        table.add_column(col, overflow="fold")
+    for e in exits["exits"]:
+        adapter = e.get("adapter")
+        params = adapter.get("params") if isinstance(adapter, dict) else None
+        cells = (e["layer"], e.get("head", "?"), "-" if params is None else params, e.get("signal", "?"),
+                 e.get("threshold", "?"), ", ".join(f"{k}→{v}" for k, v in e["outputs"].items()))
+        table.add_row(*(plain(c, limit=300) for c in cells))
+    out.print(table)
+
+
+def _segments(directory: str, as_json: bool) -> None:
+    """A segments directory: what it was cut from, its exits and one row per segment."""
+    from rich.table import Table
+
+    from parekit.segments.manifest import read_manifest
+
+    m = read_manifest(directory)
+    sizes = [m.path(e).stat().st_size for e in m.segments]
+    if as_json:
+        echo_json({
+            "segments_directory": directory, "source": m.source, "kind": m.kind, "outputs": list(m.outputs),
+            "exits": m.exits,
+            "segments": [
+                {"file": e.file, "layers": list(e.layers), "bytes": size,
+                 "inputs": [io.to_dict() for io in e.inputs], "outputs": [io.to_dict() for io in e.outputs],
+                 "exit": e.exit}
+                for e, size in zip(m.segments, sizes, strict=True)
+            ],
+        })
+        return
+    out = console()
+    summary = Table.grid(padding=(0, 2))
+    for key, value in (("segments directory", directory), ("cut from", m.source), ("kind", m.kind),
+                       ("segments", len(m.segments)), ("outputs", ", ".join(m.outputs))):
+        summary.add_row(styled("bold", key), plain(value, limit=500))
+    out.print(summary)
+    if m.exits is not None:
+        _exits_table(out, m.exits)
+    table = Table(title="segments")
+    for col in ("#", "file", "layers", "exit", "inputs", "outputs", "not per row", "MiB"):
+        table.add_column(col, overflow="fold")
+    for k, (e, size) in enumerate(zip(m.segments, sizes, strict=True)):
+        fixed = sum(io.batch_axis is None for io in (*e.inputs, *e.outputs))
+        cells = (k, e.file, f"{e.layers[0]}–{e.layers[1]}", "-" if e.exit is None else e.exit["layer"],
+                 len(e.inputs), len(e.outputs), fixed, f"{size / 2**20:.2f}")
         table.add_row(*(plain(c, limit=300) for c in cells))
     out.print(table)

@@ -2,7 +2,7 @@
 
 Each command family lives in its own module (:mod:`~parekit.cli.samples`, :mod:`~parekit.cli.inspect_cmd`,
 :mod:`~parekit.cli.passes_cmd`, :mod:`~parekit.cli.optimize`, :mod:`~parekit.cli.check`,
-:mod:`~parekit.cli.bench`, :mod:`~parekit.cli.decode`, :mod:`~parekit.cli.native_cmd`); what they share is in :mod:`~parekit.cli.common`.
+:mod:`~parekit.cli.bench`, :mod:`~parekit.cli.decode`, :mod:`~parekit.cli.native_cmd`, :mod:`~parekit.cli.split_cmd`); what they share is in :mod:`~parekit.cli.common`.
 Heavy packages (onnxruntime, torch) are imported inside the commands, so ``parekit --help`` works
 without them. Every :class:`~parekit.errors.ParekitError` becomes ``error: <one line>`` (plus a
 ``Note:`` line) on stderr and exit status 2; nothing is written to an output path on failure.
@@ -22,6 +22,7 @@ from parekit.cli.native_cmd import native_cmd
 from parekit.cli.optimize import optimize
 from parekit.cli.passes_cmd import passes_cmd
 from parekit.cli.samples import samples
+from parekit.cli.split_cmd import split  # early exit (issue 11): segments
 
 __all__ = ["cli", "main"]
 
@@ -47,6 +48,7 @@ def cli(verbose: int) -> None:
 
 for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd, native_cmd):
     cli.add_command(command)
+cli.add_command(split)  # early exit (issue 11)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from parekit.cli.common import (
 from parekit.cli.feeds import check_dims, parse_dims
 from parekit.cli.load import external_files, load
 from parekit.cli.outputs import Outputs
+from parekit.cli.split_cmd import print_summary, refuse_existing, summary, write_plan
 
 __all__ = ["optimize"]
 
@@ -26,7 +28,8 @@ __all__ = ["optimize"]
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--passes", "pipeline", required=True, help='pipeline, e.g. "drop-layers{layers=[4,5]}"')
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="optimized .onnx to write")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="optimized .onnx to write (a new segments directory when the pipeline's last exit pass has form=segments)")
 @click.option("--report", type=click.Path(dir_okay=False), help="also write the per-pass report as JSON to this file")
 @click.option("--calib", "calib", default=None, metavar="text|random|FILE.npz",
               help="calibration data for passes that need it (e.g. drop-layers{count=N})")
@@ -53,13 +56,15 @@ def optimize(
 ) -> None:
     """Run a pass pipeline on MODEL and write the result to OUTPUT.
 
-    The input file is never modified; on any failure no output file is written.
+    The input file is never modified; on any failure no output file is written. When the pipeline's last
+    exit pass has form=segments, OUTPUT is a segments directory (as parekit split writes).
     """
     from parekit.backends.ort import check_loads
     from parekit.backends.save import save_model
     from parekit.passes.base import PassContext
     from parekit.passes.manager import run_pipeline
     from parekit.passes.pipeline import parse_pipeline
+    from parekit.segments.split import split_model
 
     quiet_onnxruntime()
     outputs = Outputs()
@@ -67,14 +72,18 @@ def optimize(
     if calib not in (None, "text", "random"):
         outputs.add_input("--calib", calib)
     outputs.add_output("-o", output)
-    if external_data is not False:
+    parsed = parse_pipeline(pipeline)  # syntax errors before the (slow) model load
+    resolved = parsed.resolve()
+    exits = [step for step in resolved if step.pass_cls.name == "early-exit"]  # early exit (issue 11)
+    segments = bool(exits) and getattr(exits[-1].options, "form", None) == "segments"
+    if external_data is not False and not segments:
         outputs.add_output("-o's external data", output + ".data")
     outputs.add_output("--report", report)
     outputs.check()  # before anything slow, and before anything is created
+    if segments:
+        refuse_existing("-o", output)
     check_feed_size(batch, seq)
     size_of = parse_dims(dims)
-    parsed = parse_pipeline(pipeline)  # syntax errors before the (slow) model load
-    parsed.resolve()
     ir_model = load(model)
     for path in external_files(ir_model):
         outputs.add_input("MODEL's external data", path)
@@ -108,9 +117,13 @@ def optimize(
         "flop_dims": dict(ctx.flop_dims),
         "passes": [r.to_dict() for r in result.reports],
     }
+    plan = split_model(result.model, None) if segments else None
     with outputs:
         outputs.stage_text(report, json_text(payload))  # a report that cannot be written fails before the model
-        save_model(result.model, output, external_data=external_data)
+        if plan is not None:
+            write_plan(plan, output, Path(model).name)
+        else:
+            save_model(result.model, output, external_data=external_data)
         outputs.commit()
     for r in result.reports:
         if r.identity:
@@ -125,4 +138,7 @@ def optimize(
             err.print(styled("green", r.spec, f": +{r.nodes_added}/−{r.nodes_removed} nodes{flops} ({sites})"))
             if "chosen" in r.extra:
                 err.print(plain(f"  chosen: {r.extra['chosen']}; block influence: {r.extra.get('influence')}"))
+    if plan is not None:
+        print_summary(f"{len(plan.segments)} segments, cut after layers {plan.cuts}",
+                      summary(plan, {f.name: f.stat().st_size for f in Path(output).iterdir()}), err=True)
     err.print(plain(f"wrote {output}"))

@@ -147,7 +147,8 @@ def compare_models(
     """Run two models on the same feeds and compare their outputs.
 
     Args:
-        reference: The reference model (path, bytes, ``onnx_ir.Model`` or an ``OrtRunner``).
+        reference: The reference model (path, bytes, ``onnx_ir.Model``, an ``OrtRunner`` or any object with
+            its ``run``/``output_names``/``name``, such as a ``SegmentRunner``).
         candidate: The candidate model (same forms).
         feeds: One feed set or a sequence of them; each model takes the inputs it needs.
         thresholds: Pass/fail thresholds (object, text or list of texts; default
@@ -349,8 +350,8 @@ def _runner(
 ) -> OrtRunner:
     from parekit.backends.ort import OrtRunner
 
-    if isinstance(model, OrtRunner):
-        return model
+    if isinstance(model, OrtRunner) or callable(getattr(model, "run", None)):  # any runner (e.g. SegmentRunner)
+        return model  # type: ignore[return-value]
     return OrtRunner(model, providers=providers, optimization=optimization, native=native)
 
 
