@@ -131,9 +131,11 @@ def optimize(
         else:
             flops = ""
             if r.flops_before and r.flops_removed is not None:
-                flops = f", est. FLOPs −{100 * r.flops_removed / r.flops_before:.1f}%"
+                change = -100 * r.flops_removed / r.flops_before
+                flops = f", est. FLOPs {'+' if change > 0 else '−'}{abs(change):.1f}%"
             sites = "; ".join(
-                ", ".join(f"{k}={v}" for k, v in s.items()) for s in r.sites[:6]
+                ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items())
+                for s in r.sites[:6]
             ) + (" …" if len(r.sites) > 6 else "")
             err.print(styled("green", r.spec, f": +{r.nodes_added}/−{r.nodes_removed} nodes{flops} ({sites})"))
             if "chosen" in r.extra:

@@ -54,7 +54,7 @@ from parekit.passes.exit_branch import (
     head_slice,
     nest_if,
 )
-from parekit.passes.exit_calibrate import fit_adapters
+from parekit.passes.exit_calibrate import fit_adapters, split_halves
 from parekit.passes.registry import register
 
 __all__ = ["EXITS_KEY", "EarlyExitOptions", "EarlyExitPass"]
@@ -209,7 +209,16 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
                 )
             budget = default_budget(gated, signal)
         calibration = self.ctx.require_calibration(self.name) if budget else None
-        adapters = self._adapters(model, mm, chosen) if opts.head == "adapter" else {}
+        fitting = opts.head == "adapter" and not opts.adapter
+        if fitting and calibration is not None:
+            # Disjoint feeds: thresholds chosen on the adapters' in-sample fidelity over-promise.
+            fit_set, calibration = split_halves(calibration)
+            self.report.extra["calibration_split"] = (
+                f"adapters fitted on {len(fit_set.feeds)} feed(s), thresholds on {len(calibration.feeds)}"
+            )
+            adapters = self._adapters(model, mm, chosen, fit_set)
+        else:
+            adapters = self._adapters(model, mm, chosen) if opts.head == "adapter" else {}
         if opts.thresholds:
             per_layer = dict(zip(opts.layers, (float(t) for t in opts.thresholds), strict=True))
         else:
@@ -299,7 +308,9 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             )
         return name
 
-    def _adapters(self, model: ir.Model, mm: ModelMap, chosen: tuple[LayerMap, ...]) -> dict[int, Adapter]:
+    def _adapters(
+        self, model: ir.Model, mm: ModelMap, chosen: tuple[LayerMap, ...], calibration: Any = None
+    ) -> dict[int, Adapter]:
         stream = values_by_name(model.graph)[chosen[0].output]
         if stream.dtype != ir.DataType.FLOAT:
             raise self.not_applicable(
@@ -316,9 +327,10 @@ class EarlyExitPass(Pass[EarlyExitOptions]):
             for lm in chosen:
                 found[lm.index].check_hidden(mm.hidden_size, self.name)
             return {lm.index: found[lm.index] for lm in chosen}
-        calibration = self.ctx.require_calibration(
-            f"{self.name} (head=adapter without an adapter file fits one)"
-        )
+        if calibration is None:
+            calibration = self.ctx.require_calibration(
+                f"{self.name} (head=adapter without an adapter file fits one)"
+            )
         return fit_adapters(model, mm, chosen, calibration)
 
     def _adapter_source(self) -> str | None:

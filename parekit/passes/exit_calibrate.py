@@ -37,7 +37,15 @@ from parekit.calibration import collect
 from parekit.errors import OptionError, echo
 from parekit.passes.exit_adapter import Adapter, fit_linear
 
-__all__ = ["BUDGET_METRICS", "Budget", "calibrate", "fit_adapters", "never_fires", "parse_budget"]
+__all__ = [
+    "BUDGET_METRICS",
+    "Budget",
+    "calibrate",
+    "fit_adapters",
+    "never_fires",
+    "parse_budget",
+    "split_halves",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -289,3 +297,21 @@ def fit_adapters(
             "early-exit: fitted a linear adapter for layer %d on %d tokens", lm.index, target.shape[0]
         )
     return out
+
+
+def split_halves(calibration: Any) -> tuple[Any, Any]:
+    """Two disjoint calibration sets (even and odd feeds); one feed is used for both (and logged)."""
+    from parekit.calibration import CalibrationSet
+
+    feeds = list(calibration.feeds)
+    if len(feeds) < 2:
+        logger.warning(
+            "early-exit: one calibration feed: adapters and thresholds are fitted on the same data"
+        )
+        return calibration, calibration
+    source = getattr(calibration, "source", "feeds")
+    providers = getattr(calibration, "providers", None)
+    return (
+        CalibrationSet(feeds[0::2], source=f"{source} (even feeds)", providers=providers),
+        CalibrationSet(feeds[1::2], source=f"{source} (odd feeds)", providers=providers),
+    )
