@@ -1,6 +1,6 @@
 """The segments directory: ``manifest.json`` plus one ``segment<k>.onnx`` per segment.
 
-The manifest's format is the early-exit contract's (docs/early_exit_contract.md, "Segments"). Reading
+The manifest's format is the early-exit contract's (docs/early_exit.md, "Segments"). Reading
 validates it completely, with one-line errors naming the directory and what is wrong: a missing
 directory or manifest, bad JSON, another format or version, segment files that are not plain names
 inside the directory (``../x``, absolute paths, links leaving it), I/O that no earlier segment provides.

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["EXITS_KEY", "SEGMENT_KEY", "Segment", "SegmentPlan", "read_exits", "split_model"]
 
 EXITS_KEY = "parekit.exits"
-"""Model metadata key of the exits the ``early-exit`` pass added (JSON, see docs/early_exit_contract.md)."""
+"""Model metadata key of the exits the ``early-exit`` pass added (JSON, see docs/early_exit.md)."""
 SEGMENT_KEY = "parekit.segment"
 """Metadata key of a segment model: ``{"index": k, "segments": K + 1, "layers": [first, last]}``."""
 
