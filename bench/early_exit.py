@@ -105,7 +105,7 @@ def minilm(opset: int, iters: int, adapter_file: str | None) -> list[str]:
             for budget in BUDGETS:
                 pipeline = (
                     f"early-exit{{layers=[{','.join(map(str, layers))}],{head_opt},"
-                    f"budget=sentence_embedding:cosine={budget},form=segments}}"
+                    f"budget=\"sentence_embedding:cosine={budget}\",form=segments}}"
                 )
                 t0 = time.perf_counter()
                 result = run_pipeline(load_model(src), pipeline, PassContext(calibration=calib), verifier=check_loads)
