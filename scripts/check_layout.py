@@ -40,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"analysis", "backends", "data"},
     "testing": {"backends", "parity"},
     "cli": {"*"},
+    # early exit (issue 11): trained exit adapters (torch lazily, samples extra)
+    "training": {"analysis", "backends", "calibration", "data", "passes"},
 }
 
 

@@ -23,6 +23,9 @@ from parekit.cli.optimize import optimize
 from parekit.cli.passes_cmd import passes_cmd
 from parekit.cli.samples import samples
 
+# early exit (issue 11): trained exit adapters
+from parekit.cli.train_cmd import train_exit_cmd
+
 __all__ = ["cli", "main"]
 
 
@@ -47,6 +50,9 @@ def cli(verbose: int) -> None:
 
 for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd, native_cmd):
     cli.add_command(command)
+
+# early exit (issue 11): trained exit adapters
+cli.add_command(train_exit_cmd)
 
 
 def main() -> None:

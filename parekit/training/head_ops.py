@@ -22,7 +22,7 @@ from parekit.training.torch_extra import torch
 __all__ = ["OPS", "torch_dtype"]
 
 Tensor = Any  # torch.Tensor (torch is typed loosely here: one alias, no stubs needed)
-OpFn = Callable[[list[Tensor | None], Mapping[str, Any]], list[Tensor]]
+OpFn = Callable[[list[Any], Mapping[str, Any]], list[Tensor]]
 
 _DTYPES = {
     ir.DataType.FLOAT: torch.float32,
@@ -46,11 +46,11 @@ def torch_dtype(dtype: int) -> Any:
         raise DataError(f"output head: element type {dtype} is not supported in training") from None
 
 
-def _ints(t: Tensor | None) -> list[int]:
+def _ints(t: Any) -> list[int]:
     return [] if t is None else [int(v) for v in t.reshape(-1).tolist()]
 
 
-def _axes(x: Tensor, attrs: Mapping[str, Any], axes_input: Tensor | None) -> list[int] | None:
+def _axes(x: Tensor, attrs: Mapping[str, Any], axes_input: Any) -> list[int] | None:
     axes = _ints(axes_input) if axes_input is not None else list(attrs.get("axes", []) or [])
     if not axes:
         return None
@@ -58,7 +58,7 @@ def _axes(x: Tensor, attrs: Mapping[str, Any], axes_input: Tensor | None) -> lis
 
 
 def _reduce(kind: str) -> OpFn:
-    def run(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+    def run(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
         x = ins[0]
         axes = _axes(x, attrs, ins[1] if len(ins) > 1 else None)
         keep = bool(attrs.get("keepdims", 1))
@@ -94,7 +94,7 @@ def _div(a: Tensor, b: Tensor) -> Tensor:
     return torch.div(a, b, rounding_mode="trunc")
 
 
-def _layer_norm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _layer_norm(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x, scale = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     axis = int(attrs.get("axis", -1)) % x.dim()
@@ -106,7 +106,7 @@ def _layer_norm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tens
     return [y + bias if bias is not None else y]
 
 
-def _rms_norm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _rms_norm(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x, scale = ins[0], ins[1]
     axis = int(attrs.get("axis", -1)) % x.dim()
     dims = list(range(axis, x.dim()))
@@ -114,7 +114,7 @@ def _rms_norm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor
     return [x * torch.rsqrt(ms + float(attrs.get("epsilon", 1e-5))) * scale]
 
 
-def _gemm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _gemm(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     a, b = ins[0], ins[1]
     if attrs.get("transA", 0):
         a = a.transpose(-1, -2)
@@ -125,7 +125,7 @@ def _gemm(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
     return [y + float(attrs.get("beta", 1.0)) * c if c is not None else y]
 
 
-def _reshape(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _reshape(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     dims = _ints(ins[1])
     if not attrs.get("allowzero", 0):
@@ -133,12 +133,12 @@ def _reshape(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]
     return [x.reshape(dims)]
 
 
-def _expand(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _expand(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     return [x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(_ints(ins[1]))))]
 
 
-def _unsqueeze(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _unsqueeze(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(attrs.get("axes", []))
     rank = x.dim() + len(axes)
@@ -147,7 +147,7 @@ def _unsqueeze(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tenso
     return [x]
 
 
-def _squeeze(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _squeeze(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(attrs.get("axes", []) or [])
     if not axes:
@@ -157,7 +157,7 @@ def _squeeze(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]
     return [x]
 
 
-def _slice(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _slice(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     starts, ends = _ints(ins[1]), _ints(ins[2])
     axes = _ints(ins[3]) if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
@@ -171,7 +171,7 @@ def _slice(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
     return [x[tuple(index)]]
 
 
-def _gather(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _gather(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x, idx = ins[0], ins[1]
     axis = int(attrs.get("axis", 0)) % x.dim()
     flat = idx.reshape(-1).long() % x.shape[axis]
@@ -179,13 +179,13 @@ def _gather(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
     return [out.reshape(tuple(x.shape[:axis]) + tuple(idx.shape) + tuple(x.shape[axis + 1 :]))]
 
 
-def _shape(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _shape(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     dims = list(ins[0].shape)
     start, end = attrs.get("start", 0), attrs.get("end", None)
     return [torch.tensor(dims[start:end], dtype=torch.int64)]
 
 
-def _clip(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _clip(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
@@ -196,32 +196,32 @@ def _clip(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
     return [x]
 
 
-def _constant_of_shape(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _constant_of_shape(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     value = attrs.get("value")
     fill = torch.zeros(1, dtype=torch.float32) if value is None else value.reshape(-1)
     return [fill.expand(tuple(_ints(ins[0]))).clone()]
 
 
 def _softmax(log: bool) -> OpFn:
-    def run(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+    def run(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
         axis = int(attrs.get("axis", -1))
         return [(torch.log_softmax if log else torch.softmax)(ins[0], dim=axis)]
 
     return run
 
 
-def _concat(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _concat(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     parts = [t for t in ins if t is not None]
     return [torch.cat(parts, dim=int(attrs["axis"]))]
 
 
-def _transpose(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _transpose(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     perm: Sequence[int] = attrs.get("perm") or list(range(x.dim()))[::-1]
     return [x.permute(*perm)]
 
 
-def _flatten(ins: list[Tensor | None], attrs: Mapping[str, Any]) -> list[Tensor]:
+def _flatten(ins: list[Any], attrs: Mapping[str, Any]) -> list[Tensor]:
     x = ins[0]
     axis = int(attrs.get("axis", 1)) % (x.dim() + 1)
     return [x.reshape(math.prod(x.shape[:axis]), -1)]

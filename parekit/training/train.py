@@ -261,7 +261,7 @@ def _train(dump: ExitDump, head: HeadProgram, options: TrainOptions, model_param
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(rows)
+                total += float(loss.detach()) * len(rows)
                 if bar is not None:
                     bar.advance(bar.task_ids[0])
             losses.append(task.reported(total / len(order), order))
@@ -285,9 +285,10 @@ def _train(dump: ExitDump, head: HeadProgram, options: TrainOptions, model_param
     decoder = dump.kind == "decoder"
     params = sum(int(p.numel()) for p in adapter.parameters())
     record: dict[str, Any] = {
-        "method": (
-            f"trained in torch (AdamW) through the frozen head: "
-            f"{'KL to the full model top-%d next-token distribution' % dump.top_idx.shape[1] if decoder and dump.top_idx is not None else '1 - cosine to the final ' + dump.output}"
+        "method": "trained in torch (AdamW) through the frozen head: " + (
+            f"KL to the full model's top-{dump.top_idx.shape[1]} next-token distribution"
+            if decoder and dump.top_idx is not None
+            else f"1 - cosine to the final {dump.output}"
         ),
         "kind": options.kind,
         "layer": dump.layer,
