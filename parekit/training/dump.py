@@ -90,9 +90,19 @@ class ExitDump:
 
 
 def second_half_paragraphs() -> list[str]:
-    """The second half of the prose paragraphs (calibration prose; ``parekit.cli.feeds`` splits the same way)."""
+    """The second half of the prose paragraphs (``parekit.cli.feeds``'s calibration half), minus repeats.
+
+    Some topics share text: about a fifth of the second half's paragraphs repeat a first-half
+    (evaluation) paragraph verbatim. Those, and repeats within the half, are left out here.
+    """
     corpus = prose_paragraphs()
-    return corpus[len(corpus) // 2 :]
+    seen = set(corpus[: len(corpus) // 2])
+    out = []
+    for p in corpus[len(corpus) // 2 :]:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
 
 
 def training_blocks() -> list[str]:
@@ -101,15 +111,15 @@ def training_blocks() -> list[str]:
     The evaluation prose is the first half of :func:`parekit.data.prose_paragraphs` (cleaned
     paragraphs of the topics in sorted order), the calibration prose the second half. Training text
     is all of the text from the first calibration paragraph on: prose, code samples and tables alike
-    (≈ 57 K SmolLM2 tokens; the cleaned second-half paragraphs alone give ≈ 20 K), without the blocks
-    that repeat an evaluation paragraph verbatim (some topics share text), so no evaluation paragraph
-    is ever trained on.
+    (≈ 57 K SmolLM2 tokens; the cleaned second-half paragraphs alone give ≈ 20 K), each block once,
+    without the blocks that repeat an evaluation paragraph verbatim (some topics share text), so no
+    evaluation paragraph is ever trained on.
     """
     from pydoc_data.topics import topics
 
     corpus = prose_paragraphs()
     half = len(corpus) // 2
-    evaluation = set(corpus[:half])
+    seen = set(corpus[:half])
     blocks: list[str] = []
     found = 0  # prose paragraphs met so far (they come in corpus order)
     for key in sorted(topics):
@@ -119,7 +129,8 @@ def training_blocks() -> list[str]:
                 continue
             if found < len(corpus) and text == corpus[found]:
                 found += 1
-            if found > half and text not in evaluation:
+            if found > half and text not in seen:
+                seen.add(text)
                 blocks.append(block.strip("\n"))
     return blocks
 
@@ -264,9 +275,15 @@ def dump_encoder(
     held_out: int = 64,
     seq: int = 128,
     batch: int = 8,
+    min_chars: int = 64,
     progress: bool = False,
 ) -> ExitDump:
-    """Layer ``layer``'s states, the final residual stream and the head output on second-half paragraphs.
+    """Layer ``layer``'s states, the final residual stream and the head output on second-half text.
+
+    Training rows are the :func:`training_blocks` of at least ``min_chars`` characters (whitespace
+    collapsed) except the held-out paragraphs; held-out rows are the last ``held_out`` of
+    :func:`second_half_paragraphs` (prose, like the evaluation half). Counts are rounded down to
+    whole batches.
 
     Args:
         model: the encoder (not modified).
@@ -274,22 +291,43 @@ def dump_encoder(
         layer: the exit layer.
         tokenizer: a Hugging Face tokenizer (see :func:`parekit.data.tokenize_feeds`).
         output: the head output (e.g. ``sentence_embedding``).
-        tokens: real training tokens (whole paragraphs, in order); ``None``: all but the held-out ones.
-        held_out: held-out paragraphs (the last ones).
-        seq: tokens per paragraph (longer ones are truncated, shorter ones padded and masked).
-        batch: paragraphs per ONNX Runtime run.
+        tokens: real training tokens (whole rows, in order); ``None``: all of them.
+        held_out: held-out paragraphs.
+        seq: tokens per row (longer ones are truncated, shorter ones padded and masked).
+        batch: rows per ONNX Runtime run.
+        min_chars: shortest training block kept.
         progress: show a progress bar.
 
     Raises:
-        DataError: too few paragraphs for the split asked for.
+        DataError: too few paragraphs or tokens for the split asked for.
     """
     start = time.perf_counter()
-    texts = second_half_paragraphs()
-    usable = len(texts) - len(texts) % batch
-    feeds = tokenize_feeds(model, texts[:usable], tokenizer, seq_len=seq, batch=batch)
+    paragraphs = second_half_paragraphs()
+    n_hold = held_out - held_out % batch
+    if not batch <= n_hold < len(paragraphs):
+        raise DataError(
+            f"train-exit: --held-out {held_out}: the second half has {len(paragraphs)} distinct paragraphs, "
+            f"the held-out part takes whole batches of {batch} and leaves some",
+        )
+    hold = paragraphs[-n_hold:]
+    keep = set(hold)
+    texts = [t for t in (" ".join(b.split()) for b in training_blocks()) if len(t) >= min_chars and t not in keep]
+    texts = texts[: len(texts) - len(texts) % batch]
+    if tokens is not None:
+        lengths = [len(tokenizer.encode(t)) for t in texts]
+        count = int(np.searchsorted(np.cumsum(np.minimum(lengths, seq)), tokens)) + 1
+        if count > len(texts):
+            raise DataError(
+                f"train-exit: --tokens {tokens}: the training text gives {int(np.minimum(lengths, seq).sum())} "
+                f"tokens in rows of at most {seq}",
+                note="lower --tokens",
+            )
+        texts = texts[: math.ceil(count / batch) * batch]
+    n_train = len(texts)
+    feeds = tokenize_feeds(model, texts + hold, tokenizer, seq_len=seq, batch=batch)
     state_name = mm.layers[layer].output
     parts: dict[str, list[np.ndarray]] = {"states": [], "final": [], "target": []}
-    bar = _bar(progress, f"dumping layer {layer} + teacher over {usable} paragraphs", len(feeds))
+    bar = _bar(progress, f"dumping layer {layer} + teacher over {n_train + n_hold} rows", len(feeds))
     try:
         for _, values in collect(model, [state_name, mm.final_output, output], CalibrationSet(feeds, "train-exit")):
             parts["states"].append(values[state_name].astype(np.float32))
@@ -301,20 +339,6 @@ def dump_encoder(
         if bar is not None:
             bar.stop()
     inputs = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-    n = usable
-    if not 1 <= held_out < n:
-        raise DataError(f"train-exit: --held-out {held_out}: the second half has {n} paragraphs in batches of {batch}")
-    lengths = inputs["attention_mask"].sum(1) if "attention_mask" in inputs else np.full(n, seq)
-    n_train = n - held_out
-    if tokens is not None:
-        n_train = int(np.searchsorted(np.cumsum(lengths[: n - held_out]), tokens) + 1)
-        if n_train > n - held_out:
-            raise DataError(
-                f"train-exit: --tokens {tokens}: the second-half paragraphs give {int(lengths[: n - held_out].sum())} "
-                f"training tokens besides {held_out} held-out paragraphs",
-                note="lower --tokens or --held-out",
-            )
-    final = np.concatenate(parts["final"])
     target = np.concatenate(parts["target"])
     return ExitDump(
         kind="encoder",
@@ -323,13 +347,13 @@ def dump_encoder(
         states=np.concatenate(parts["states"]),
         inputs=inputs,
         train=np.arange(n_train),
-        held_out=np.arange(n - held_out, n),
+        held_out=np.arange(n_train, n_train + n_hold),
         target=target,
-        final=final,
+        final=np.concatenate(parts["final"]),
         check_output=target,
         source=(
-            f"second-half prose paragraphs of pydoc_data.topics: {n_train} + {held_out} held-out "
-            f"(of {len(texts)}), {seq} tokens each"
+            f"pydoc_data.topics from the calibration half on: {n_train} text blocks (>= {min_chars} characters) "
+            f"+ {n_hold} held-out prose paragraphs, {seq} tokens each"
         ),
         seconds=time.perf_counter() - start,
     )
