@@ -39,6 +39,8 @@ _OP_MODULES: Final[dict[str, str]] = {
     "KvMaskRemap": "parekit.ops.kv_slot_mask",
     "AttentionProbs": "parekit.ops.attention_probs",
     "KvQuantAttention": "parekit.ops.kv_quant_attention",
+    # -- early exit
+    "ExitGate": "parekit.ops.exit_gate",
 }
 
 _REGISTRY: dict[str, OpDef] = {}

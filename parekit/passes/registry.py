@@ -37,6 +37,8 @@ _PASS_MODULES: tuple[str, ...] = (
     "parekit.passes.token_prune",
     "parekit.passes.kv_quant",
     "parekit.passes.kv_evict",
+    # early exit (issue 11)
+    "parekit.passes.early_exit",
 )
 """Modules holding the built-in passes, one pass per module, named after the pass."""
 
