@@ -89,8 +89,8 @@ def _exit_pipeline(layer: int, adapter_file: str, signal: str, threshold: float)
 @click.option("--window", type=click.IntRange(8, MAX_WINDOW), default=256, show_default=True,
               help="decoders: tokens per training window (each a fresh sequence)")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
-@click.option("--signal", type=click.Choice(["margin", "entropy", "maxprob", "cosine"]), default=None,
-              help="the exit gate's signal (default: margin for decoders, cosine for encoders)")
+@click.option("--signal", type=click.Choice(["auto", "margin", "entropy", "maxprob", "cosine"]), default="auto",
+              show_default=True, help="the exit gate's signal (auto: margin for decoders, cosine for encoders)")
 @click.option("--threshold", type=float, default=0.9, show_default=True, help="the exit gate's threshold")
 @click.option("--tokenizer", "tokenizer_path", default=None,
               help="local Hugging Face tokenizer folder, or 'bytes' (default: the zoo sample's tokenizer)")
@@ -113,7 +113,7 @@ def train_exit_cmd(
     batch: int | None,
     window: int,
     seed: int,
-    signal: str | None,
+    signal: str,
     threshold: float,
     tokenizer_path: str | None,
     threads: int | None,
@@ -143,7 +143,7 @@ def train_exit_cmd(
     if not only_adapter:
         from parekit.passes.pipeline import parse_pipeline
 
-        pipeline_text = _exit_pipeline(layer, os.path.basename(npz), signal or "margin", threshold)
+        pipeline_text = _exit_pipeline(layer, os.path.basename(npz), signal, threshold)
         parse_pipeline(pipeline_text).resolve()  # the early-exit pass must exist before hours of work
     quiet_onnxruntime()
     ir_model = load(model)
@@ -168,7 +168,7 @@ def train_exit_cmd(
     options = TrainOptions(kind=kind, ffn=ffn, epochs=epochs, lr=lr, batch=batch, patience=patience, seed=seed,
                            threads=threads, progress=True)
     result = train_exit(dump, head, options, model_params=_model_params(ir_model))
-    _write(files, ir_model, result.adapter, npz, None if only_adapter else output, layer, signal, threshold, mm.kind)
+    _write(files, ir_model, result.adapter, npz, None if only_adapter else output, layer, signal, threshold)
     _summary(result.record, npz, None if only_adapter else output)
 
 
@@ -197,7 +197,7 @@ def _model_params(model: Any) -> int:
 
 
 def _write(files: Outputs, model: Any, adapter: Any, npz: str, onnx_out: str | None, layer: int,
-           signal: str | None, threshold: float, kind: str) -> None:
+           signal: str, threshold: float) -> None:
     from parekit.passes.exit_adapter import save_adapters
 
     with files:
@@ -207,8 +207,7 @@ def _write(files: Outputs, model: Any, adapter: Any, npz: str, onnx_out: str | N
 
         staged = files.stage(npz, write)
         if onnx_out is not None:
-            _write_exit_model(model, staged, npz, onnx_out, layer, signal or ("margin" if kind == "decoder" else "cosine"),
-                              threshold)
+            _write_exit_model(model, staged, npz, onnx_out, layer, signal, threshold)
         files.commit()
 
 

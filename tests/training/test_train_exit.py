@@ -189,6 +189,16 @@ def test_cli_writes_the_adapter_and_refuses_with_reasons(sample_path, run_cli, t
         bad = tmp_path / f"bad{layer}.npz"
         result = run_cli("train-exit", model, "--layer", layer, *common, "-o", bad, code=2)
         assert message in result.output and not bad.exists()
+    onnx_out = tmp_path / "lt.exit.onnx"
+    run_cli("train-exit", model, "--layer", 0, *common, "--threshold", 0.5, "-o", onnx_out)
+    import onnx
+
+    written = onnx.load(onnx_out)
+    names = [o.name for o in written.graph.output]
+    assert {"logits.exit0", "exit0.score", "exit0.take"} <= set(names) and names[0] == "logits"
+    meta = {p.key: p.value for p in written.metadata_props}
+    assert 'adapter="lt.exit.npz"' in meta["parekit.pipeline"] and (tmp_path / "lt.exit.npz").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
     result = run_cli("train-exit", model, "--layer", 0, "-o", model, code=2)
     assert "same file as the input" in result.output
     result = run_cli("train-exit", model, "--layer", 0, "-o", tmp_path / "none" / "x.npz", code=2)
