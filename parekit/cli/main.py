@@ -24,6 +24,9 @@ from parekit.cli.passes_cmd import passes_cmd
 from parekit.cli.samples import samples
 from parekit.cli.split_cmd import split  # early exit (issue 11): segments
 
+# early exit (issue 11): trained exit adapters
+from parekit.cli.train_cmd import train_exit_cmd
+
 __all__ = ["cli", "main"]
 
 
@@ -49,6 +52,9 @@ def cli(verbose: int) -> None:
 for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd, native_cmd):
     cli.add_command(command)
 cli.add_command(split)  # early exit (issue 11)
+
+# early exit (issue 11): trained exit adapters
+cli.add_command(train_exit_cmd)
 
 
 def main() -> None:
