@@ -59,16 +59,20 @@ def build_feeds(
             )
 
         count = max(samples, batch)
-        corpus = pdata.prose_paragraphs()
-        half = len(corpus) // 2  # evaluation: first half; calibration: second half, disjoint
-        if count > half:
+        from parekit.data import prose_halves
+
+        # evaluation: the first half; calibration: the second half without paragraphs of the first
+        evaluation, calibration = prose_halves()
+        pool = evaluation if purpose == "eval" else calibration
+        if count > len(pool):
             raise DataError(
-                f"--data/--calib text: asked for {count} paragraphs, the prose corpus has {half} per half",
-                note="evaluation and calibration use disjoint halves of pydoc_data.topics; lower --samples",
+                f"--{'data' if purpose == 'eval' else 'calib'} text: asked for {count} paragraphs, the prose corpus "
+                f"has {len(pool)} for {'evaluation' if purpose == 'eval' else 'calibration'}",
+                note="evaluation and calibration use disjoint parts of pydoc_data.topics; lower --samples",
             )
-        texts = corpus[:count] if purpose == "eval" else corpus[half : half + count]
+        texts = pool[:count]
         feeds = zoo.text_feeds(model, texts, seq_len=seq, batch=batch)
-        where = "first" if purpose == "eval" else "second"
+        where = "first" if purpose == "eval" else "second (first-half repeats left out)"
         return feeds, (
             f"text: {len(feeds) * batch} paragraphs ({where} half of pydoc_data.topics prose), "
             f"batches of {batch}x{seq} tokens"

@@ -11,7 +11,7 @@ from typing import Any
 
 from parekit.errors import DataError
 
-__all__ = ["prose_paragraphs", "prose_token_ids"]
+__all__ = ["prose_halves", "prose_paragraphs", "prose_token_ids"]
 
 
 def prose_paragraphs(n: int | None = None, min_chars: int = 200) -> list[str]:
@@ -47,6 +47,26 @@ def prose_paragraphs(n: int | None = None, min_chars: int = 200) -> list[str]:
             )
         paragraphs = paragraphs[:n]
     return paragraphs
+
+
+def prose_halves(min_chars: int = 200) -> tuple[list[str], list[str]]:
+    """The corpus cut in two disjoint parts: ``(evaluation, calibration)``.
+
+    Evaluation is the first half of :func:`prose_paragraphs`; calibration is the second half without
+    the paragraphs that also occur in the first (some help topics share text: 59 of the 262
+    second-half paragraphs repeat a first-half one verbatim) and without repeats, so nothing a pass is
+    calibrated or trained on is evaluated on.
+    """
+    corpus = prose_paragraphs(min_chars=min_chars)
+    half = len(corpus) // 2
+    evaluation = corpus[:half]
+    seen = set(evaluation)
+    calibration: list[str] = []
+    for text in corpus[half:]:
+        if text not in seen:
+            seen.add(text)
+            calibration.append(text)
+    return evaluation, calibration
 
 
 def prose_token_ids(tokenizer: Any, n: int) -> list[int]:

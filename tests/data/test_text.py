@@ -62,3 +62,14 @@ def test_tokenize_feeds_shapes_a_decoder_prefill():
     assert tok.pad_token == "</s>"  # no pad token: end-of-sequence pads
     with pytest.raises(DataError, match="at least 2 texts"):
         tokenize_feeds(model, ["x"], tok, batch=2)
+
+
+def test_prose_halves_are_disjoint_and_calibration_has_no_repeats():
+    from parekit.data import prose_halves, prose_paragraphs
+
+    evaluation, calibration = prose_halves()
+    corpus = prose_paragraphs()
+    assert evaluation == corpus[: len(corpus) // 2]
+    assert not set(evaluation) & set(calibration)
+    assert len(set(calibration)) == len(calibration)
+    assert set(calibration) | set(evaluation) == set(corpus)  # only repeats were left out
