@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from parekit.segments import SegmentRunner, split_model, write_segments
 
 from parekit.backends.ort import OrtRunner, check_loads
 from parekit.backends.save import save_model
@@ -40,6 +39,7 @@ from parekit.data import prose_halves
 from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
 from parekit.passes import PassContext, run_pipeline
+from parekit.segments import SegmentRunner, split_model, write_segments
 
 EXITS_KEY = "parekit.exits"
 MINILM_CONFIGS = [
