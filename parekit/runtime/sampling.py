@@ -55,7 +55,27 @@ class Sampler:
             return np.asarray(logits.argmax(-1), dtype=np.int64)
         return np.array([self._sample_row(row) for row in logits], dtype=np.int64)
 
-    def _sample_row(self, logits: np.ndarray) -> int:
+    def distribution(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution :meth:`__call__` samples from, over the whole vocabulary: ``[V]`` float64.
+
+        Greedy is a point mass on the argmax. Tokens outside top-k / top-p have probability 0.
+        """
+        out = np.zeros(logits.shape[-1], dtype=np.float64)
+        if self.options.greedy:
+            out[int(logits.argmax())] = 1.0
+            return out
+        order, p = self._kept(logits)
+        out[order] = p
+        return out
+
+    def draw(self, p: np.ndarray) -> int:
+        """One token from a distribution ``p`` ``[V]`` (non-negative; normalised here), from this sampler's generator."""
+        total = float(p.sum())
+        if not total > 0:
+            raise DataError("cannot sample from a distribution with no mass")
+        return int(self.rng.choice(p.shape[0], p=p / total))
+
+    def _kept(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         opts = self.options
         x = logits.astype(np.float64) / opts.temperature
         order = np.argsort(-x, kind="stable")
@@ -67,4 +87,8 @@ class Sampler:
         if opts.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(p), opts.top_p) + 1)
             order, p = order[:keep], p[:keep] / p[:keep].sum()
+        return order, p
+
+    def _sample_row(self, logits: np.ndarray) -> int:
+        order, p = self._kept(logits)
         return int(order[self.rng.choice(len(order), p=p)])
