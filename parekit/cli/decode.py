@@ -32,6 +32,7 @@ from parekit.cli.common import (
     threads_option,
 )
 from parekit.cli.outputs import Outputs
+from parekit.cli.speculate_opts import run_speculative, speculate_options
 from parekit.errors import ParekitError
 
 __all__ = ["eval_cmd", "generate_cmd"]
@@ -92,6 +93,7 @@ def _check_prompts(prompts: tuple[str, ...]) -> None:
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="seed of --sample")
 @click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-text token")
+@speculate_options
 @threads_option
 @provider_option
 @native_option
@@ -106,11 +108,17 @@ def generate_cmd(
     seed: int,
     tokenizer_path: str | None,
     ignore_eos: bool,
+    speculate: str | None,
+    draft_tokens: int,
     threads: int | None,
     providers: tuple[str, ...],
     native: bool | None,
 ) -> None:
-    """Generate text with decoder MODEL (prefill, then one token per step; any KV pass included)."""
+    """Generate text with decoder MODEL (prefill, then one token per step; any KV pass included).
+
+    With --speculate, a drafter proposes up to --draft-tokens tokens and one step of MODEL verifies
+    them: greedy output is the same text as without, sampled output has the same distribution.
+    """
     from parekit.runtime.generate import generate
     from parekit.runtime.sampling import SamplingOptions
 
@@ -126,6 +134,10 @@ def generate_cmd(
     pad = getattr(tok, "pad_token_id", None)
     pad = pad if pad is not None else (eos if eos is not None else 0)
     options = SamplingOptions(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if speculate is not None:
+        run_speculative(session, model, speculate, draft_tokens, prompts, encoded, tok, max_new_tokens,
+                        options, eos)
+        return
     result = generate(session, encoded, max_new_tokens, sampling=options, pad_id=pad, eos_id=eos)
     for prompt, tokens in zip(prompts, result.tokens, strict=True):
         click.echo(safe(prompt + tok.decode(tokens), keep_newlines=True, limit=10_000_000))
