@@ -31,8 +31,8 @@ def speculate_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--speculate",
         metavar="DRAFTER",
         default=None,
-        help="draft and verify: ngram[:N] (prompt lookup), exit:L (layers 0..L + the model's head), "
-        "skip:[i,j,..] or skip:auto (layers skipped); output unchanged",
+        help="draft and verify: ngram[:N] (prompt lookup of the longest suffix of <= N tokens); "
+        "greedy output unchanged",
     )(fn)
 
 

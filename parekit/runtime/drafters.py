@@ -6,8 +6,8 @@ followed it. Small models repeat themselves and quote their prompt, so the draft
 sequence with no repeated n-gram gets no draft (the step is a plain one, no cost). The index is updated
 incrementally: each call registers the n-grams that end at the tokens added since the last call.
 
-``exit:L`` and ``skip:[...]`` draft with the verifying model's own weights
-(:mod:`parekit.runtime.model_drafters`).
+Model drafters (``exit:L``: the first layers and the model's head; ``skip:[...]``: a layer-skip variant)
+are not built yet: their specs are refused with a one-line error saying so.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from parekit.runtime.speculative import Draft, Drafter, DraftView
 
 __all__ = ["DRAFTER_KINDS", "NgramDrafter", "make_drafter"]
 
-DRAFTER_KINDS = ("ngram[:N]", "exit:L", "skip:[i,j,...]|skip:auto")
+DRAFTER_KINDS = ("ngram[:N]",)
 MAX_NGRAM = 64
 
 
@@ -68,7 +68,7 @@ def make_drafter(spec: str, session: DecoderSession, *, model: str | Path | None
     """A drafter from its ``--speculate`` text.
 
     Args:
-        spec: ``ngram``, ``ngram:N``, ``exit:L`` or ``skip:[...]`` / ``skip:auto``.
+        spec: ``ngram`` or ``ngram:N``.
         session: The verifying model.
         model: Its file (model drafters derive their graphs from it).
 
@@ -81,9 +81,9 @@ def make_drafter(spec: str, session: DecoderSession, *, model: str | Path | None
         return NgramDrafter(int(m.group(1)) if m.group(1) else 4)
     kind = text.split(":", 1)[0]
     if kind in ("exit", "skip"):
-        from parekit.runtime.model_drafters import make_model_drafter
-
-        return make_model_drafter(text, session, model=model)
+        raise OptionError(
+            f"--speculate: the {kind} drafter is not built yet", note=f"drafters: {', '.join(DRAFTER_KINDS)}"
+        )
     raise OptionError(
         f"--speculate: unknown drafter {text[:40]!r}", note=f"drafters: {', '.join(DRAFTER_KINDS)}"
     )

@@ -24,7 +24,7 @@ A step that is not append-only (a bounded cache evicted, kv-quant quantized a gr
 speculation then pauses for 1, 2, 4, … plain steps (reset by the next append-only step): once a bounded
 cache is full every multi-token step would be replayed, and plain steps are then the fastest exact choice.
 
-The C++ host follows this loop: :func:`speculative_generate` is its specification (docs/speculative.md).
+The C++ host is to follow this loop: :func:`speculative_generate` is its specification.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_drafter_specs(variant):
     s = variant("")
     assert make_drafter("ngram", s).name == "ngram:4"
     assert make_drafter("ngram:6", s).name == "ngram:6"
-    for bad in ("ngrams", "ngram:0", "ngram:x", "medusa:3", "ngram:\x1b[31m"):
+    for bad in ("ngrams", "ngram:0", "ngram:x", "medusa:3", "ngram:\x1b[31m", "exit:20", "skip:[3]"):
         with pytest.raises(OptionError) as err:
             make_drafter(bad, s)
         assert "\x1b" not in str(err.value)
