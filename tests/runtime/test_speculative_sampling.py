@@ -1,6 +1,6 @@
 """Speculative sampling keeps the model's output distribution (the rejection rule), tested statistically.
 
-Exact target distributions are enumerated (a toy model of 4 tokens; llama-tiny with top-k 3 over two
+Exact target distributions are enumerated (a toy model of 4 tokens; llama-tiny with top-k 3 over three
 tokens) and the sampled frequencies are compared with a chi-square test at p = 1e-3: a broken rule (e.g.
 accepting every draft, or drawing the correction from p instead of max(p - q, 0)) fails it by far.
 """
@@ -117,3 +117,55 @@ def test_accepting_every_draft_would_fail_the_same_test():
     for seq in itertools.product(range(V), repeat=3):
         expected[seq] = _softmax(_W[0])[seq[0]] * _softmax(_W[seq[0]])[seq[1]] * _softmax(_W[seq[1]])[seq[2]]
     assert _chi2_p(counts, expected, n) < 1e-6
+
+
+def test_llama_tiny_sequence_distribution_is_the_models(sample_path):
+    """End to end on a real export: top-k 3 at temperature 1.5, 3 new tokens (the last two drafted and
+    verified in one step), an argmax drafter that is often right and often wrong."""
+    from parekit.runtime import DecoderSession
+
+    session = DecoderSession(sample_path("llama-tiny", 18))
+    options = SamplingOptions(greedy=False, temperature=1.5, top_k=3)
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7]
+    memo: dict[tuple[int, ...], np.ndarray] = {}
+
+    def last_logits(tokens: list[int]) -> np.ndarray:  # a fresh prefill: independent of the loop's state
+        key = tuple(tokens)
+        if key not in memo:
+            n = len(tokens)
+            logits, _ = session.step(
+                np.array([tokens]), np.ones((1, n), np.int64), np.arange(n)[None], session.empty_state(1)
+            )
+            memo[key] = logits[0, -1]
+        return memo[key]
+
+    class Argmax:
+        name = "argmax"
+
+        def start(self, prompt):
+            pass
+
+        def propose(self, view, k):
+            return Draft([int(last_logits(list(view.tokens)).argmax())])
+
+    dist = Sampler(options).distribution
+    expected = {}
+    p1 = dist(last_logits(prompt))
+    for a in np.flatnonzero(p1):
+        p2 = dist(last_logits([*prompt, int(a)]))
+        for b in np.flatnonzero(p2):
+            p3 = dist(last_logits([*prompt, int(a), int(b)]))
+            for c in np.flatnonzero(p3):
+                expected[(int(a), int(b), int(c))] = p1[a] * p2[b] * p3[c]
+    assert len(expected) == 27 and np.isclose(sum(expected.values()), 1.0)
+    n, counts, drafted, accepted = 2000, {}, 0, 0
+    for seed in range(n):
+        out = speculative_generate(
+            session, [prompt], 3, Argmax(), k=1, sampling=SamplingOptions(**{**options.__dict__, "seed": seed})
+        )
+        key = tuple(out.tokens[0])
+        counts[key] = counts.get(key, 0) + 1
+        drafted += out.stats.drafted
+        accepted += out.stats.accepted
+    assert drafted == n and 0.1 * n < accepted < 0.9 * n  # verification both accepted and rejected
+    assert _chi2_p(counts, expected, n) > 1e-3
