@@ -5,7 +5,7 @@
         [--exit d3:0.99 ...] [--threads N] [--out docs/bench_decode.md] [--json results.json]
 
 Prompts: the first ``--words`` words of ``--prompts`` evaluation paragraphs of the offline prose
-(:func:`parekit.data.prose_halves`, evenly spaced), ``--tokens`` new tokens each, greedy. For every prompt
+(:func:`parekit.data.prose_prompts`), ``--tokens`` new tokens each, greedy. For every prompt
 the plain loop (:func:`parekit.runtime.generate`) and every configuration run back to back, so that they
 share the machine's load; ratios are of decode tokens per second (the prefill excluded; drafting,
 verifying and bookkeeping included) against the plain loop over all prompts.
@@ -30,19 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parekit.data import prose_halves
+from parekit.data import prose_prompts
 from parekit.frontends import zoo
 from parekit.runtime import DecoderSession, generate
 from parekit.runtime.drafters import make_drafter
 from parekit.runtime.speculative import speculative_generate
 
 DEFAULT_SPECULATE = ["ngram:2", "ngram:4", "ngram:8"]
-
-
-def prompts_text(count: int, words: int) -> list[str]:
-    evaluation, _ = prose_halves()
-    step = max(len(evaluation) // count, 1)
-    return [" ".join(evaluation[i * step].split()[:words]) for i in range(count)]
 
 
 def _prefix_agreement(a: list[int], b: list[int]) -> int:
@@ -60,7 +54,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = get_sample("smollm2").tokenizer()
     if tokenizer is None:
         sys.exit("bench/decode.py: the smollm2 sample has no tokenizer")
-    texts = prompts_text(args.prompts, args.words)
+    texts = prose_prompts(args.prompts, args.words)
     prompts = [tokenizer.encode(t) for t in texts]
     drafters = {spec: make_drafter(spec, session, model=model) for spec in args.speculate}
     exits: dict[str, Any] = {}

@@ -9,7 +9,7 @@ A leaf room (standard library, NumPy, onnx-ir and a caller's tokenizer; no backe
 Random feeds and ``.npz`` files live in :mod:`parekit.parity` (they need a model's input specs).
 """
 
-from parekit.data.prose import prose_halves, prose_paragraphs, prose_token_ids
+from parekit.data.prose import prose_halves, prose_paragraphs, prose_prompts, prose_token_ids
 from parekit.data.text_feeds import tokenize_feeds
 
-__all__ = ["prose_halves", "prose_paragraphs", "prose_token_ids", "tokenize_feeds"]
+__all__ = ["prose_halves", "prose_paragraphs", "prose_prompts", "prose_token_ids", "tokenize_feeds"]

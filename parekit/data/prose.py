@@ -11,7 +11,7 @@ from typing import Any
 
 from parekit.errors import DataError
 
-__all__ = ["prose_halves", "prose_paragraphs", "prose_token_ids"]
+__all__ = ["prose_halves", "prose_paragraphs", "prose_prompts", "prose_token_ids"]
 
 
 def prose_paragraphs(n: int | None = None, min_chars: int = 200) -> list[str]:
@@ -67,6 +67,19 @@ def prose_halves(min_chars: int = 200) -> tuple[list[str], list[str]]:
             seen.add(text)
             calibration.append(text)
     return evaluation, calibration
+
+
+def prose_prompts(count: int, words: int = 60) -> list[str]:
+    """``count`` prompts: the first ``words`` words of evaluation paragraphs (:func:`prose_halves`), evenly spaced.
+
+    Raises:
+        DataError: ``count`` is not in ``[1, number of evaluation paragraphs]``.
+    """
+    evaluation, _ = prose_halves()
+    if not 1 <= count <= len(evaluation):
+        raise DataError(f"prose prompts: count must be in [1, {len(evaluation)}], got {count}")
+    step = len(evaluation) // count
+    return [" ".join(evaluation[i * step].split()[:words]) for i in range(count)]
 
 
 def prose_token_ids(tokenizer: Any, n: int) -> list[int]:
