@@ -14,6 +14,7 @@ import click
 
 from parekit import __version__
 from parekit.cli.bench import bench
+from parekit.cli.bench_decode import bench_decode_cmd  # early exit part 2: speculative decoding
 from parekit.cli.check import check
 from parekit.cli.common import Group, setup_logging
 from parekit.cli.decode import eval_cmd, generate_cmd
@@ -52,6 +53,7 @@ def cli(verbose: int) -> None:
 for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_cmd, eval_cmd, native_cmd):
     cli.add_command(command)
 cli.add_command(split)  # early exit (issue 11)
+cli.add_command(bench_decode_cmd)  # early exit part 2 (issue 12)
 
 # early exit (issue 11): trained exit adapters
 cli.add_command(train_exit_cmd)
