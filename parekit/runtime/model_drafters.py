@@ -203,10 +203,13 @@ class SkipSearch:
         prompt_tokens: Tokens per prompt (they are also the block-influence windows).
         new_tokens: Tokens generated per prompt per timed run.
         k: Draft tokens per verify step while timing.
-        patience: Stop after this many candidates in a row that did not raise tokens/s.
+        step: Candidates added per trial (``None``: a tenth of the layers, at least 1): one layer more
+            changes a deep model's tokens/s by less than the timing noise of a short run.
+        patience: Stop after this many trials in a row that did not raise tokens/s.
     """
 
     max_count: int | None = None
+    step: int | None = None
     prompts: int = 2
     prompt_tokens: int = 48
     new_tokens: int = 32
@@ -261,6 +264,9 @@ def search_skip_set(
 ) -> tuple[list[int], list[tuple[list[int], float]]]:
     """The skip set with the best measured speculative tokens/s (greedy growth in block-influence order).
 
+    The candidates, lowest block influence first, are taken ``step`` at a time: a trial adds the next
+    ones to the set kept so far and keeps them when the measured tokens/s rose (the first trial is kept).
+
     Returns:
         ``(chosen layers, [(skip set tried, tokens/s)])``; the first entry of the log is plain decoding
         (``[]``), whose speed the result is not required to beat (a skip drafter can lose: that is a result).
@@ -276,13 +282,16 @@ def search_skip_set(
     plain = _tokens_per_s(verifier, prompts, _NoDraft(), sizes)
     log: list[tuple[list[int], float]] = [([], plain)]
     logger.info("skip:auto: plain decoding %.1f tokens/s", plain)
+    step = sizes.step if sizes.step is not None else max(1, n // 10)
+    if step < 1:
+        raise OptionError(f"skip:auto: the step must be >= 1, got {step}")
     chosen: list[int] = []
-    best = 0.0  # the first candidate is always taken: some skip set must be chosen
+    best = 0.0  # the first trial is always taken: some skip set must be chosen
     misses = 0
-    for layer in order:
+    for at in range(0, n, step):
         if len(chosen) >= limit or misses >= sizes.patience:
             break
-        trial = sorted([*chosen, layer])
+        trial = sorted([*chosen, *order[at : at + min(step, limit - len(chosen))]])
         began = time.perf_counter()
         drafter = LayerDrafter(_derive(variants, verifier, trial), trial, name="trial", threshold=threshold)
         speed = _tokens_per_s(verifier, prompts, drafter, sizes)
