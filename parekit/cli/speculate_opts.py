@@ -62,6 +62,8 @@ def run_speculative(
     def variants() -> LayerVariants:  # model drafters: drop-layers variants of MODEL's file, made on demand
         return LayerVariants(lambda: load(model))
 
+    if spec.strip().startswith("skip:auto"):
+        click.echo("speculate skip:auto: timing skip sets on calibration prompts (-v shows each trial)", err=True)
     drafter = make_drafter(spec, session, variants=variants, tokenizer=tok)
     result = speculative_generate(
         session, encoded, max_new_tokens, drafter, k=k, sampling=options, eos_id=eos

@@ -140,8 +140,25 @@ def _session_like(verifier: DecoderSession, model: Any) -> DecoderSession:
 
 
 def _derive(variants: LayerVariants, verifier: DecoderSession, drop: Sequence[int]) -> DecoderSession:
-    """The verifier without layers ``drop``, as a session like the verifier's."""
-    return _session_like(verifier, variants.without(drop))
+    """The verifier without layers ``drop``, as a session like the verifier's.
+
+    Raises:
+        DataError: The draft model reads a state the verifier does not carry (same name, dtype and fixed dims).
+    """
+    draft = _session_like(verifier, variants.without(drop))
+    carried = {s.name: s for s in verifier.state_specs}
+    for spec in draft.state_specs:
+        mine = carried.get(spec.name)
+        if mine is None or mine.dtype != spec.dtype or _fixed(mine.shape) != _fixed(spec.shape):
+            raise DataError(
+                f"skip {_format(drop)}: the draft model's state input {spec.name!r} is not one the verifier carries",
+                note="model drafters read the verifier's cache by name: derive them from the verifier's own file",
+            )
+    return draft
+
+
+def _fixed(shape: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    return None if shape is None else tuple(d if isinstance(d, int) else "?" for d in shape)
 
 
 def _format(layers: Sequence[int]) -> str:

@@ -146,6 +146,13 @@ def test_a_state_without_the_drafts_names_is_refused(model):
         drafter.propose(DraftView(view.tokens, {}, s, view.sampler), 2)
 
 
+def test_a_drafter_from_another_model_is_refused(model):
+    gpt2, _ = model("gpt2-tiny")
+    _, llama = model("llama-tiny")
+    with pytest.raises(DataError, match="verifier"):
+        make_drafter("skip:[1]", llama, variants=gpt2)
+
+
 def test_skip_auto_returns_a_valid_set(model):
     variants, s = model()
     sizes = SkipSearch(max_count=1, prompts=1, prompt_tokens=8, new_tokens=6, k=2)
