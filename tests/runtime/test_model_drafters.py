@@ -214,3 +214,23 @@ def test_cli_generate_speculate_skip(run_cli, sample_path):
     assert "speculate skip:[1]" in spec.stderr
     bad = run_cli(*args, "--speculate", "exit:1", code=2)
     assert "exit layer" in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.slow  # SmolLM2-135M real weights: three draft models, 2 prompts x 24 tokens each
+def test_smollm2_model_drafters_are_lossless(sample_path):
+    from parekit.data import prose_halves
+    from parekit.frontends import zoo
+    from parekit.frontends.onnx_file import load_model
+    from parekit.passes.layer_variants import LayerVariants
+
+    path = sample_path("smollm2", 18)
+    s = DecoderSession(path)
+    variants = LayerVariants(lambda: load_model(path))
+    assert variants.num_layers == 30
+    tok = zoo.get_sample("smollm2").tokenizer()
+    prompts = [tok.encode(t)[:32] for t in prose_halves()[0][:2]]
+    plain = [generate(s, [p], 24).tokens[0] for p in prompts]
+    for spec in ("exit:20", "skip:[14,17,25,26]", "skip:[25]@0.5"):
+        run = speculative_generate(s, prompts, 24, make_drafter(spec, s, variants=variants), k=4)
+        assert run.tokens == plain, spec
+        assert run.stats.drafted > 0, spec
