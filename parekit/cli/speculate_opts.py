@@ -2,6 +2,9 @@
 
     prompts ─► speculative_generate(session, drafter) ─► text (== plain greedy), then one stats line:
     decode tokens/s, acceptance, draft tokens accepted per verify step, draft / verify time shares
+
+Model drafters (exit:L, skip:[...], skip:auto) are derived from MODEL's file by drop-layers; skip:auto
+encodes its calibration prompts with the same tokenizer as the prompts.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ def speculate_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--speculate",
         metavar="DRAFTER",
         default=None,
-        help="draft and verify: ngram[:N] (prompt lookup of the longest suffix of <= N tokens); "
-        "greedy output unchanged",
+        help="draft and verify: ngram[:N] (prompt lookup of the longest suffix of <= N tokens), "
+        "exit:L (layers 0..L + the model's head), skip:[i,j] (the model without those layers), "
+        "skip:auto[:N] (the skip set of <= N layers with the best measured tokens/s); "
+        "@P after a model drafter stops drafting below confidence P; greedy output unchanged",
     )(fn)
 
 
@@ -49,10 +54,17 @@ def run_speculative(
     eos: int | None,
 ) -> None:
     """Generate with ``--speculate``, print each prompt's text, then the stats line on stderr."""
+    from parekit.cli.load import load
+    from parekit.passes.layer_variants import LayerVariants
     from parekit.runtime.drafters import make_drafter
     from parekit.runtime.speculative import speculative_generate
 
-    drafter = make_drafter(spec, session, model=model)
+    def variants() -> LayerVariants:  # model drafters: drop-layers variants of MODEL's file, made on demand
+        return LayerVariants(lambda: load(model))
+
+    if spec.strip().startswith("skip:auto"):
+        click.echo("speculate skip:auto: timing skip sets on calibration prompts (-v shows each trial)", err=True)
+    drafter = make_drafter(spec, session, variants=variants, tokenizer=tok)
     result = speculative_generate(
         session, encoded, max_new_tokens, drafter, k=k, sampling=options, eos_id=eos
     )

@@ -6,23 +6,33 @@ followed it. Small models repeat themselves and quote their prompt, so the draft
 sequence with no repeated n-gram gets no draft (the step is a plain one, no cost). The index is updated
 incrementally: each call registers the n-grams that end at the tokens added since the last call.
 
-Model drafters (``exit:L``: the first layers and the model's head; ``skip:[...]``: a layer-skip variant)
-are not built yet: their specs are refused with a one-line error saying so.
+Model drafters (:mod:`parekit.runtime.model_drafters`; they need the verifier's layer variants,
+``variants=parekit.passes.layer_variants.LayerVariants(load)``, which ``parekit generate`` builds from MODEL):
+
+- ``exit:L``: layers ``0..L`` and the model's own final norm and head (``L`` below the last layer);
+- ``skip:[i,j,...]``: the model without exactly those layers;
+- ``skip:auto`` / ``skip:auto:N``: the skip set (at most ``N`` layers, default half) chosen by measured
+  speculative tokens/s on calibration prompts, candidates in order of lowest block influence.
+
+Each takes an optional ``@P`` (``0 < P < 1``): stop drafting when the draft's confidence is below ``P``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from parekit.errors import OptionError
 from parekit.runtime.decoder import DecoderSession
 from parekit.runtime.speculative import Draft, Drafter, DraftView
 
+if TYPE_CHECKING:
+    from parekit.runtime.model_drafters import LayerVariants
+
 __all__ = ["DRAFTER_KINDS", "NgramDrafter", "make_drafter"]
 
-DRAFTER_KINDS = ("ngram[:N]",)
+DRAFTER_KINDS = ("ngram[:N]", "exit:L[@P]", "skip:[i,j,...][@P]", "skip:auto[:N][@P]")
 MAX_NGRAM = 64
 
 
@@ -62,28 +72,67 @@ class NgramDrafter:
 
 
 _NGRAM = re.compile(r"ngram(?::(\d{1,3}))?")
+_P = r"(?:@(\d{0,3}\.\d{1,6}|\d{1,3}))?"
+_EXIT = re.compile(r"exit:(\d{1,5})" + _P)
+_SKIP = re.compile(r"skip:\[\s*(\d{1,5}(?:\s*,\s*\d{1,5}){0,999})?\s*\]" + _P)
+_AUTO = re.compile(r"skip:auto(?::(\d{1,5}))?" + _P)
 
 
-def make_drafter(spec: str, session: DecoderSession, *, model: str | Path | None = None) -> Drafter:
+def make_drafter(
+    spec: str,
+    session: DecoderSession,
+    *,
+    variants: LayerVariants | Callable[[], LayerVariants] | None = None,
+    tokenizer: Any = None,
+) -> Drafter:
     """A drafter from its ``--speculate`` text.
 
     Args:
-        spec: ``ngram`` or ``ngram:N``.
+        spec: ``ngram[:N]``, ``exit:L[@P]``, ``skip:[i,j,...][@P]`` or ``skip:auto[:N][@P]``.
         session: The verifying model.
-        model: Its file (model drafters derive their graphs from it).
+        variants: The verifier's layer-drop variants (model drafters are built from them), or a function
+            that makes them (called only for a model drafter whose text parsed).
+        tokenizer: Encodes ``skip:auto``'s calibration prompts.
 
     Raises:
-        OptionError: Unknown drafter or bad argument (one line, the text shown escaped).
+        OptionError: Unknown drafter, bad argument, or a model drafter without ``variants`` (one line,
+            the text shown escaped).
     """
     text = spec.strip()
     m = _NGRAM.fullmatch(text)
     if m:
         return NgramDrafter(int(m.group(1)) if m.group(1) else 4)
-    kind = text.split(":", 1)[0]
-    if kind in ("exit", "skip"):
+    kinds = f"drafters: {', '.join(DRAFTER_KINDS)}"
+    exit_m, skip_m, auto_m = _EXIT.fullmatch(text), _SKIP.fullmatch(text), _AUTO.fullmatch(text)
+    if exit_m is None and skip_m is None and auto_m is None:
+        kind = text.split(":", 1)[0]
+        what = f"bad {kind} drafter" if kind in ("exit", "skip") else "unknown drafter"
+        raise OptionError(f"--speculate: {what} {text[:40]!r}", note=kinds)
+    if variants is None:
         raise OptionError(
-            f"--speculate: the {kind} drafter is not built yet", note=f"drafters: {', '.join(DRAFTER_KINDS)}"
+            f"--speculate {text[:40]!r}: a model drafter needs the verifier's model file to derive its graph",
+            note="pass variants=parekit.passes.layer_variants.LayerVariants(load) (parekit generate does, from MODEL)",
         )
-    raise OptionError(
-        f"--speculate: unknown drafter {text[:40]!r}", note=f"drafters: {', '.join(DRAFTER_KINDS)}"
-    )
+    from parekit.runtime import model_drafters as md
+
+    found = exit_m or skip_m or auto_m
+    assert found is not None
+    threshold = _threshold(found.group(found.re.groups), text)
+    layers_of: LayerVariants = variants if hasattr(variants, "without") else variants()  # type: ignore[operator,assignment]
+    if exit_m:
+        return md.exit_drafter(layers_of, session, int(exit_m.group(1)), threshold=threshold)
+    if skip_m:
+        layers = [int(x) for x in skip_m.group(1).split(",")] if skip_m.group(1) else []
+        return md.skip_drafter(layers_of, session, layers, threshold=threshold)
+    assert auto_m is not None
+    sizes = md.SkipSearch(max_count=int(auto_m.group(1)) if auto_m.group(1) else None)
+    return md.skip_auto_drafter(layers_of, session, tokenizer, sizes, threshold=threshold)
+
+
+def _threshold(text: str | None, spec: str) -> float | None:
+    if text is None:
+        return None
+    p = float(text)
+    if not 0 < p < 1:
+        raise OptionError(f"--speculate {spec[:40]!r}: the confidence threshold @P must be in (0, 1), got {p:g}")
+    return p
