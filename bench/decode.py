@@ -23,6 +23,8 @@ from parekit.data import prose_prompts
 from parekit.frontends import zoo
 from parekit.runtime import DecoderSession
 from parekit.runtime.compare import compare_decoding, speculative_config
+from parekit.frontends.onnx_file import load_model
+from parekit.passes.layer_variants import LayerVariants
 from parekit.runtime.drafters import make_drafter
 
 DEFAULT_SPECULATE = ["ngram:2", "ngram:4", "ngram:8"]
@@ -49,7 +51,7 @@ def main() -> None:
     prompts = [tokenizer.encode(t) for t in prose_prompts(args.prompts, args.words)]
     configs = []
     for spec in args.speculate or DEFAULT_SPECULATE:
-        drafter = make_drafter(spec, session, model=model)
+        drafter = make_drafter(spec, session, variants=lambda: LayerVariants(lambda: load_model(model)), tokenizer=tokenizer)
         configs.append((f"speculate {drafter.name}", "speculate", speculative_config(session, drafter, args.draft_tokens)))
     report = compare_decoding(session, prompts, args.tokens, configs,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -22,7 +22,7 @@ from parekit.cli.common import (
 )
 from parekit.cli.decode import MAX_NEW_TOKENS, _session, _tokenizer
 from parekit.cli.outputs import Outputs
-from parekit.cli.speculate_opts import MAX_DRAFT_TOKENS
+from parekit.cli.speculate_opts import MAX_DRAFT_TOKENS, build_drafter
 from parekit.errors import ParekitError
 
 __all__ = ["bench_decode_cmd"]
@@ -67,7 +67,6 @@ def bench_decode_cmd(
     tokens per model run, replays, and the shares of time spent drafting and in model runs."""
     from parekit.data import prose_prompts
     from parekit.runtime.compare import compare_decoding, speculative_config
-    from parekit.runtime.drafters import make_drafter
 
     files = Outputs()
     files.add_input("MODEL", model)
@@ -75,7 +74,7 @@ def bench_decode_cmd(
     files.check()
     session = _session(model, threads, providers, native)
     tok = _tokenizer(session, model, tokenizer_path)
-    drafters = [(spec, make_drafter(spec, session, model=model)) for spec in specs]
+    drafters = [(spec, build_drafter(spec, session, model, tok)) for spec in specs]
     prompts = [tok.encode(text) for text in prose_prompts(count, words)]
     if any(not p for p in prompts):
         raise ParekitError("a prose prompt encodes to no tokens", note="raise --words")

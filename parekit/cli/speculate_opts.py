@@ -16,7 +16,7 @@ import click
 
 from parekit.cli.common import safe
 
-__all__ = ["MAX_DRAFT_TOKENS", "run_speculative", "speculate_options"]
+__all__ = ["MAX_DRAFT_TOKENS", "build_drafter", "run_speculative", "speculate_options"]
 
 MAX_DRAFT_TOKENS = 64
 
@@ -41,6 +41,20 @@ def speculate_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def build_drafter(spec: str, session: Any, model: str, tok: Any) -> Any:
+    """The drafter ``spec`` names; model drafters are drop-layers variants of MODEL's file, made on demand."""
+    from parekit.cli.load import load
+    from parekit.passes.layer_variants import LayerVariants
+    from parekit.runtime.drafters import make_drafter
+
+    def variants() -> LayerVariants:
+        return LayerVariants(lambda: load(model))
+
+    if spec.strip().startswith("skip:auto"):
+        click.echo("speculate skip:auto: timing skip sets on calibration prompts (-v shows each trial)", err=True)
+    return make_drafter(spec, session, variants=variants, tokenizer=tok)
+
+
 def run_speculative(
     session: Any,
     model: str,
@@ -54,17 +68,9 @@ def run_speculative(
     eos: int | None,
 ) -> None:
     """Generate with ``--speculate``, print each prompt's text, then the stats line on stderr."""
-    from parekit.cli.load import load
-    from parekit.passes.layer_variants import LayerVariants
-    from parekit.runtime.drafters import make_drafter
     from parekit.runtime.speculative import speculative_generate
 
-    def variants() -> LayerVariants:  # model drafters: drop-layers variants of MODEL's file, made on demand
-        return LayerVariants(lambda: load(model))
-
-    if spec.strip().startswith("skip:auto"):
-        click.echo("speculate skip:auto: timing skip sets on calibration prompts (-v shows each trial)", err=True)
-    drafter = make_drafter(spec, session, variants=variants, tokenizer=tok)
+    drafter = build_drafter(spec, session, model, tok)
     result = speculative_generate(
         session, encoded, max_new_tokens, drafter, k=k, sampling=options, eos_id=eos
     )

@@ -82,7 +82,7 @@ class DecodeReport:
     def markdown(self) -> str:
         lines = [
             "| configuration | decode tokens/s | × plain | per prompt (min–max) | identical to plain | acceptance "
-            "| accepted / verify | tokens / model run | replays | drafting | model runs |",
+            "| accepted / verify | tokens / verifier run | replays | drafting | verifier runs |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:

@@ -140,10 +140,13 @@ def test_drafter_specs(variant):
     s = variant("")
     assert make_drafter("ngram", s).name == "ngram:4"
     assert make_drafter("ngram:6", s).name == "ngram:6"
-    for bad in ("ngrams", "ngram:0", "ngram:x", "medusa:3", "ngram:\x1b[31m", "exit:20", "skip:[3]"):
+    for bad in ("ngrams", "ngram:0", "ngram:x", "medusa:3", "ngram:\x1b[31m"):
         with pytest.raises(OptionError) as err:
             make_drafter(bad, s)
         assert "\x1b" not in str(err.value)
+    for model_drafter in ("exit:20", "skip:[3]"):  # well-formed, but they need the model's layer variants
+        with pytest.raises(OptionError, match="variants|model"):
+            make_drafter(model_drafter, s)
 
 
 def test_bad_arguments(variant):
