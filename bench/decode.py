@@ -21,10 +21,10 @@ from pathlib import Path
 
 from parekit.data import prose_prompts
 from parekit.frontends import zoo
-from parekit.runtime import DecoderSession
-from parekit.runtime.compare import compare_decoding, speculative_config
 from parekit.frontends.onnx_file import load_model
 from parekit.passes.layer_variants import LayerVariants
+from parekit.runtime import DecoderSession
+from parekit.runtime.compare import compare_decoding, speculative_config
 from parekit.runtime.drafters import make_drafter
 
 DEFAULT_SPECULATE = ["ngram:2", "ngram:4", "ngram:8"]
