@@ -50,7 +50,7 @@ SHARE_MIN_BYTES = 1024
 WEIGHTS_FILE = "kv_fill.weights"
 """The file name every shared initializer's external reference names (offsets in :class:`KvFillPieces`)."""
 
-PieceKind = Literal["stage", "fill", "head"]
+PieceKind = Literal["prelude", "stage", "fill", "head"]
 
 
 @dataclass
@@ -81,6 +81,8 @@ class KvFillPieces:
     """A decoder as kv-fill pieces.
 
     Attributes:
+        prelude: Graph inputs → the values the blocks read besides the stream (masks, rotary tables,
+            shapes), computed once per step.
         cuts: The last layer of each stage, ascending; the last is ``num_layers - 1``.
         num_layers: Layers of the model.
         streams: The residual-stream value leaving each cut (the last: the stream entering the head).
@@ -92,6 +94,7 @@ class KvFillPieces:
         offsets: Per shared initializer, ``(offset, nbytes)`` in :data:`WEIGHTS_FILE`.
     """
 
+    prelude: Piece
     cuts: tuple[int, ...]
     num_layers: int
     streams: tuple[str, ...]
@@ -104,7 +107,7 @@ class KvFillPieces:
 
     @property
     def pieces(self) -> list[Piece]:
-        return [*self.stages, *self.fills, self.head]
+        return [self.prelude, *self.stages, *self.fills, self.head]
 
 
 def cuts_every(num_layers: int, every: int) -> tuple[int, ...]:
@@ -175,11 +178,13 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
     slicer = _Slicer(proto)
     streams = tuple(mm.layers[c].output for c in cut_list)
     meta = {"form": "kv-fill", "cuts": list(cut_list)}
+    side = _side_values(proto, mm, slicer)
+    prelude = slicer.piece("prelude", 0, (), sorted(side), set(), {}, meta)
     stages, fills = [], []
     for k, c in enumerate(cut_list):
         first = cut_list[k - 1] + 1 if k else 0
         run = tuple(range(first, c + 1))
-        stop = {streams[k - 1]} if k else set()
+        stop = ({streams[k - 1]} if k else set()) | side
         outs = [streams[k], *(p for i in run for p in presents[i])]
         stages.append(slicer.piece("stage", k, run, outs, stop, {}, meta))
         if c == n - 1:
@@ -188,9 +193,10 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
         # CALM: every later block reads the exited stream; only its K/V path stays alive.
         rename = {mm.layers[j].output: streams[k] for j in range(c + 1, n - 1)}
         outs = [p for i in filled for p in presents[i]]
-        fills.append(slicer.piece("fill", k, filled, outs, {streams[k]}, rename, meta))
+        fills.append(slicer.piece("fill", k, filled, outs, {streams[k]} | side, rename, meta))
     head = slicer.piece("head", 0, (), logits[:1], {mm.final_output}, {}, meta)
     return KvFillPieces(
+        prelude=prelude,
         cuts=cut_list,
         num_layers=n,
         streams=streams,
@@ -201,6 +207,17 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
         presents=tuple(presents),
         offsets=slicer.offsets,
     )
+
+
+def _side_values(proto: onnx.ModelProto, mm: ModelMap, slicer: _Slicer) -> set[str]:
+    """Values the blocks read that are computed outside every block from graph inputs alone."""
+    in_blocks = {name for lm in mm.layers for name in lm.nodes}
+    nodes = [n for n in proto.graph.node if n.name in in_blocks]
+    made = {out for n in nodes for out in n.output}
+    outside = {x for n in nodes for x in n.input if x and x not in made}
+    candidates = outside - set(slicer.inputs) - set(slicer.inits) - {mm.embedding_output}
+    streams = {lm.output for lm in mm.layers} | {mm.embedding_output}
+    return {v for v in candidates if not slicer.reaches(v, streams | made)}
 
 
 class _Slicer:
@@ -220,6 +237,20 @@ class _Slicer:
             if size >= SHARE_MIN_BYTES:
                 self.offsets[t.name] = (end, size)
                 end += -(-size // 64) * 64
+
+    def reaches(self, value: str, targets: set[str]) -> bool:
+        """Whether computing ``value`` reads any of ``targets``."""
+        graph = self.proto.graph
+        stack, seen = [value], set()
+        while stack:
+            name = stack.pop()
+            if name in targets:
+                return True
+            if name in seen or name not in self.producer:
+                continue
+            seen.add(name)
+            stack.extend(graph.node[self.producer[name]].input)
+        return False
 
     def piece(
         self,

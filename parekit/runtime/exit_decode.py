@@ -115,8 +115,11 @@ class ExitSession:
         threads: ORT intra-op threads per piece session.
         providers: ORT execution providers (default CPU).
         native: parekit's native kernels, as for :class:`~parekit.backends.ort.OrtRunner`.
+        prepack: Let ORT prepack MatMul weights (faster on CPU, but each session keeps its own packed
+            copy of the weights it runs: about 2x the model's weight memory); default: one shared copy.
 
     Attributes:
+        metadata: The model's metadata properties.
         depths: Layers run by every decode step since the last prefill.
         last_step_s: Time of the last step (all its pieces).
 
@@ -136,6 +139,7 @@ class ExitSession:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         native: bool | None = None,
+        prepack: bool = False,
     ) -> None:
         import onnx
 
@@ -152,16 +156,19 @@ class ExitSession:
         self.pieces = build_pieces(proto, mm, chosen)
         self.num_layers = mm.num_layers
         self.state_specs = [s for s in specs_from_proto_values(proto.graph.input) if s.name.startswith(PAST_PREFIX)]
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.has_position_ids = any(v.name == "position_ids" for v in proto.graph.input)
         self._arrays = weights(proto)
         del proto
         self._dir = tempfile.TemporaryDirectory(prefix="parekit-kvfill-", ignore_cleanup_errors=True)
-        self._sessions = self._load(threads, providers, native)
+        self._sessions = self._load(threads, providers, native, prepack)
         self.depths: list[int] = []
         self.last_step_s = 0.0
         self._step_index = 0
 
-    def _load(self, threads: int | None, providers: Sequence[str] | None, native: bool | None) -> dict[int, Any]:
+    def _load(
+        self, threads: int | None, providers: Sequence[str] | None, native: bool | None, prepack: bool
+    ) -> dict[int, Any]:
         import onnxruntime as ort
 
         from parekit.backends.ort_native import register_native
@@ -180,7 +187,10 @@ class ExitSession:
         for piece in self.pieces.pieces:
             options = session_options("all", threads)
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
-            options.add_session_config_entry("session.disable_prepacking", "1")
+            if not prepack:
+                options.add_session_config_entry("session.disable_prepacking", "1")
+            # Many sessions, one after another: a spinning pool would hold the cores others need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             library = register_native(options, native)
             self.native_library = str(library) if library is not None else None
             for init in piece.proto.graph.initializer:
@@ -238,6 +248,7 @@ class ExitSession:
         target = self.policy.schedule(self._step_index, self.num_layers) if not prefill else self.num_layers
         checks = not prefill and self.policy.kind == "gate"
         start = time.perf_counter()
+        values.update(self._run(p.prelude, values))
         fetched: dict[str, np.ndarray] = {}
         logits = np.empty(0)
         depth = 0
