@@ -59,8 +59,11 @@ def exit_sessions(
     from parekit.runtime.exit_decode import ExitSession, parse_policy
 
     parsed = [parse_policy(p) for p in policies]  # a bad policy fails before any model is loaded
-    return [ExitSession(model, p, every=every, threads=threads, providers=list(providers) or None, native=native)
-            for p in parsed]
+    if not parsed:
+        return []
+    first = ExitSession(model, parsed[0], every=every, threads=threads, providers=list(providers) or None,
+                        native=native)
+    return [first, *(first.with_policy(p) for p in parsed[1:])]  # one set of pieces and weights
 
 
 def run_exit_generate(

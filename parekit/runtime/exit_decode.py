@@ -3,7 +3,7 @@
     step(token) ─► stage 0 ─► … ─► stage k ─► head ─► logits         (k: the policy's exit)
                                       └──► fill k ─► K/V of layers after cut k (state propagation)
 
-:class:`ExitSession` runs the kv-fill pieces of a decoder (:mod:`parekit.passes.kv_fill`) behind the
+:class:`ExitSession` runs the kv-fill pieces of a decoder (:mod:`parekit.segments.kv_fill`) behind the
 interface of :class:`~parekit.runtime.decoder.DecoderSession` (``step``, ``empty_state``,
 ``last_step_s``), so :func:`~parekit.runtime.generate.generate` and
 :func:`~parekit.runtime.evaluate.evaluate_perplexity` drive it unchanged. The prefill (a step whose
@@ -26,6 +26,7 @@ that, since packed copies are per session).
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
@@ -145,7 +146,7 @@ class ExitSession:
 
         from parekit.analysis import discover
         from parekit.backends.specs import specs_from_proto_values
-        from parekit.passes.kv_fill import build_pieces, cuts_every, weights
+        from parekit.segments.kv_fill import build_pieces, cuts_every, weights
 
         self.policy = parse_policy(policy) if isinstance(policy, str) else policy
         proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
@@ -166,6 +167,19 @@ class ExitSession:
         self.last_step_s = 0.0
         self._step_index = 0
 
+    def with_policy(self, policy: ExitPolicy | str) -> ExitSession:
+        """The same pieces and sessions (no second copy of anything) under another policy.
+
+        Raises:
+            OptionError: A bad policy.
+        """
+        other = copy.copy(self)
+        other.policy = parse_policy(policy) if isinstance(policy, str) else policy
+        other.name = f"{self.name.rsplit(' --exit ', 1)[0]} --exit {other.policy.text}"
+        other.depths = []
+        other._step_index = 0
+        return other
+
     def _load(
         self, threads: int | None, providers: Sequence[str] | None, native: bool | None, prepack: bool
     ) -> dict[int, Any]:
@@ -173,7 +187,7 @@ class ExitSession:
 
         from parekit.backends.ort_native import register_native
         from parekit.backends.ort_options import resolve_providers, session_options
-        from parekit.passes.kv_fill import WEIGHTS_FILE
+        from parekit.segments.kv_fill import WEIGHTS_FILE
 
         folder = Path(self._dir.name)
         with open(folder / WEIGHTS_FILE, "wb") as f:  # the same bytes ORT would read if it read the file

@@ -23,7 +23,7 @@ DECODERS = ["llama-tiny", "gpt2-tiny"]
 def path():
     from parekit.frontends import zoo
 
-    return lambda name: zoo.export_sample(name, opset=18)
+    return lambda name, opset=18: zoo.export_sample(name, opset=opset)
 
 
 def _decode_one(session, prompt, token):
@@ -134,11 +134,11 @@ def test_kv_fill_of_every_later_layer_equals_torch_oracle(llama4, exit_after):
         np.testing.assert_allclose(state[f"past.{j}.key"], full[f"past.{j}.key"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize(("name", "opset"), [("llama-tiny", 18), ("gpt2-tiny", 18), ("llama-tiny", 23)])
 @pytest.mark.parametrize("policy", ["d3:1", "full", "gate:1.5"])
-def test_policies_that_never_exit_equal_the_full_model(path, name, policy):
-    full = DecoderSession(path(name))
-    exits = ExitSession(path(name), policy, every=1)
+def test_policies_that_never_exit_equal_the_full_model(path, name, opset, policy):
+    full = DecoderSession(path(name, opset))
+    exits = ExitSession(path(name, opset), policy, every=1)
     plain = generate(full, [PROMPT], 16)
     got = exit_generate(exits, PROMPT, 16)
     assert got.tokens == plain.tokens
@@ -186,7 +186,7 @@ def test_gate_exits_where_the_margin_passes(path):
 
 
 def test_pieces_share_weights_and_say_what_they_are(path):
-    from parekit.passes.kv_fill import KV_FILL_KEY, SHARE_MIN_BYTES
+    from parekit.segments.kv_fill import KV_FILL_KEY, SHARE_MIN_BYTES
 
     exits = ExitSession(path("llama-tiny"), "full", every=1)
     kinds = []

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -260,7 +260,7 @@ class _Slicer:
         outputs: Sequence[str],
         stops: set[str],
         rename: dict[str, str],
-        meta: dict[str, object],
+        meta: Mapping[str, object],
     ) -> Piece:
         graph = self.proto.graph
         keep: set[int] = set()
