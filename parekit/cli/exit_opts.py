@@ -32,9 +32,9 @@ def exit_options(*, multiple: bool) -> Callable[[Callable[..., Any]], Callable[.
         fn = click.option(
             "--exit-every",
             type=click.IntRange(1, MAX_EXIT_EVERY),
-            default=2,
-            show_default=True,
-            help="with --exit: an exit after every this many layers (and after the last)",
+            default=None,
+            help="with --exit: an exit after every this many layers (and after the last); default: at the "
+            "model's own exits (early-exit, adapters included) if it has any, else every 2 layers",
         )(fn)
         help_text = _POLICY_HELP + ("; repeat to compare policies side by side" if multiple else "")
         return click.option("--exit", "exits", metavar="POLICY", multiple=multiple, default=None,
@@ -46,7 +46,7 @@ def exit_options(*, multiple: bool) -> Callable[[Callable[..., Any]], Callable[.
 def exit_sessions(
     model: str,
     policies: Sequence[str],
-    every: int,
+    every: int | None,
     threads: int | None,
     providers: Sequence[str],
     native: bool | None,

@@ -111,7 +111,10 @@ class ExitSession:
         model: The decoder: a path to an ``.onnx`` file or a loaded ``onnx.ModelProto`` (weights inline
             or loaded).
         policy: The policy, or its text (:func:`parse_policy`).
-        every: Exits after every ``every`` layers (and the last); ignored when ``cuts`` is given.
+        every: Exits after every ``every`` layers (and the last); ignored when ``cuts`` is given. Default:
+            at the model's own exits (part 1's ``early-exit``, adapters included) if it has any, else
+            every 2 layers. Where the model has an exit at a cut, that exit's head gives the logits there;
+            elsewhere the model's own head on the stream (the logit lens).
         cuts: Layers after which an exit is possible (0-based).
         threads: ORT intra-op threads per piece session.
         providers: ORT execution providers (default CPU).
@@ -135,7 +138,7 @@ class ExitSession:
         model: str | Path | Any,
         policy: ExitPolicy | str = "full",
         *,
-        every: int = 2,
+        every: int | None = None,
         cuts: Sequence[int] | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
@@ -146,14 +149,20 @@ class ExitSession:
 
         from parekit.analysis import discover
         from parekit.backends.specs import specs_from_proto_values
-        from parekit.segments.kv_fill import build_pieces, cuts_every, weights
+        from parekit.segments.kv_fill import build_pieces, cuts_every, exit_layers, weights
 
         self.policy = parse_policy(policy) if isinstance(policy, str) else policy
         proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
         source = str(model) if isinstance(model, (str, Path)) else (proto.graph.name or "model")
         self.name = f"{source} --exit {self.policy.text}"
         mm = _structure(proto, discover)
-        chosen = tuple(cuts) if cuts is not None else cuts_every(mm.num_layers, every)
+        own = exit_layers(proto)
+        if cuts is not None:
+            chosen = tuple(cuts)
+        elif every is None and own:
+            chosen = own
+        else:
+            chosen = cuts_every(mm.num_layers, every or 2)
         self.pieces = build_pieces(proto, mm, chosen)
         self.num_layers = mm.num_layers
         self.state_specs = [s for s in specs_from_proto_values(proto.graph.input) if s.name.startswith(PAST_PREFIX)]
@@ -287,7 +296,10 @@ class ExitSession:
         return logits, nxt
 
     def _head(self, values: dict[str, Any], k: int) -> np.ndarray:
-        """The head (final norm + LM head) on the stream leaving cut ``k``."""
+        """Logits at cut ``k``: the model's exit there (adapter included) or its own head on the stream."""
+        own = self.pieces.exit_heads.get(k)
+        if own is not None and k < len(self.pieces.stages) - 1:
+            return self._run(own, values)[own.outputs[0]]
         head = self.pieces.head
         feeds = {**values, head.inputs[-1]: values[self.pieces.streams[k]]}
         return self._run(head, feeds)[self.pieces.logits]

@@ -41,6 +41,9 @@ __all__ = ["KV_FILL_KEY", "SHARE_MIN_BYTES", "KvFillPieces", "Piece", "build_pie
 
 logger = logging.getLogger(__name__)
 
+EXITS_KEY = "parekit.exits"
+"""Model metadata key of part 1's exits (``parekit.passes.early_exit.EXITS_KEY``)."""
+
 KV_FILL_KEY = "parekit.kv_fill"
 """Metadata key of a piece's description (JSON)."""
 
@@ -88,7 +91,9 @@ class KvFillPieces:
         streams: The residual-stream value leaving each cut (the last: the stream entering the head).
         stages: One per cut.
         fills: One per cut but the last.
-        head: Final stream → logits.
+        head: Final stream → logits (the model's own head; on the stream of a cut: the logit lens).
+        exit_heads: Per cut index, the model's own exit branch at that layer (part 1's ``early-exit``,
+            adapter included), where it has one: stream at the cut → that exit's logits.
         logits: The logits output's name.
         presents: Per layer, its present key and value output names.
         offsets: Per shared initializer, ``(offset, nbytes)`` in :data:`WEIGHTS_FILE`.
@@ -103,11 +108,12 @@ class KvFillPieces:
     head: Piece
     logits: str
     presents: tuple[tuple[str, str], ...]
+    exit_heads: dict[int, Piece] = field(default_factory=dict)
     offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def pieces(self) -> list[Piece]:
-        return [self.prelude, *self.stages, *self.fills, self.head]
+        return [self.prelude, *self.stages, *self.fills, self.head, *self.exit_heads.values()]
 
 
 def cuts_every(num_layers: int, every: int) -> tuple[int, ...]:
@@ -128,6 +134,30 @@ def weights(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
         for t in proto.graph.initializer
         if _nbytes(t) >= SHARE_MIN_BYTES
     }
+
+
+def exit_heads(proto: onnx.ModelProto, logits: str) -> dict[int, str]:
+    """Per layer, the output of the model's exit on ``logits`` (``parekit.exits`` metadata), if any.
+
+    Raises:
+        StructureError: The metadata is not the early-exit JSON object.
+    """
+    raw = {p.key: p.value for p in proto.metadata_props}.get(EXITS_KEY)
+    if raw is None:
+        return {}
+    try:
+        entries = json.loads(raw)["exits"]
+        found = {int(e["layer"]): str(e["outputs"][logits]) for e in entries if logits in e["outputs"]}
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise StructureError(f"kv-fill: model metadata '{EXITS_KEY}' is not an early-exit object ({exc})") from None
+    names = {o.name for o in proto.graph.output}
+    return {layer: name for layer, name in found.items() if name in names}
+
+
+def exit_layers(proto: onnx.ModelProto) -> tuple[int, ...]:
+    """The layers of the model's own exits (``parekit.exits``), ascending; ``()`` without any."""
+    outputs = [o.name for o in proto.graph.output if not o.name.startswith("present")]
+    return tuple(sorted(exit_heads(proto, "logits" if "logits" in outputs else outputs[0]))) if outputs else ()
 
 
 def _nbytes(t: onnx.TensorProto) -> int:
@@ -173,6 +203,9 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
     logits = [o.name for o in graph.output if o.name not in {p for kv in presents for p in kv}]
     if not logits:
         raise StructureError("kv-fill: the model has no logits output")
+    if "logits" in logits:
+        logits.insert(0, "logits")
+    own_exits = exit_heads(proto, logits[0])
     if mm.layers[-1].output != mm.final_output:
         raise StructureError("kv-fill: the last block's output is not the stream entering the head")
     slicer = _Slicer(proto)
@@ -195,6 +228,8 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
         outs = [p for i in filled for p in presents[i]]
         fills.append(slicer.piece("fill", k, filled, outs, {streams[k]} | side, rename, meta))
     head = slicer.piece("head", 0, (), logits[:1], {mm.final_output}, {}, meta)
+    heads = {k: slicer.piece("head", k, (c,), [own_exits[c]], {streams[k]} | side, {}, meta)
+             for k, c in enumerate(cut_list) if c in own_exits}
     return KvFillPieces(
         prelude=prelude,
         cuts=cut_list,
@@ -203,6 +238,7 @@ def build_pieces(proto: onnx.ModelProto, mm: ModelMap, cuts: Sequence[int]) -> K
         stages=stages,
         fills=fills,
         head=head,
+        exit_heads=heads,
         logits=logits[0],
         presents=tuple(presents),
         offsets=slicer.offsets,

@@ -242,3 +242,27 @@ def test_cli_generate_and_eval_with_exits(run_cli, path):
     both = run_cli("generate", model, "--prompt", "x", "--exit", "d3:1", "--speculate", "ngram", code=2)
     assert "not both" in both.output
     assert "--chunk 1" in run_cli("eval", model, "--ctx", "40", "--exit", "d3:1", "--chunk", "4", code=2).output
+
+
+def test_the_models_own_exits_are_the_cuts_and_their_adapters_give_the_logits(path, run_cli, tmp_path):
+    from parekit.backends.ort import OrtRunner
+    from parekit.passes.exit_adapter import Adapter, save_adapters
+
+    rng = np.random.default_rng(3)
+    adapter = {"w": rng.standard_normal((64, 64)) * 0.3, "b": rng.standard_normal(64) * 0.3}
+    save_adapters(tmp_path / "a.npz", [Adapter(0, "linear", {k: v.astype(np.float32) for k, v in adapter.items()}, {})])
+    model = tmp_path / "exits.onnx"
+    pipeline = f'early-exit{{layers=[0],head=adapter,adapter="{tmp_path / "a.npz"}",threshold=2}}'
+    run_cli("optimize", path("llama-tiny"), "--passes", pipeline, "-o", model)
+    exits = ExitSession(model, "gate:0")  # cuts: the model's exits
+    assert exits.pieces.cuts == (0, 1) and set(exits.pieces.exit_heads) == {0}
+    prefilled, logits, _ = _decode_one(exits, PROMPT, 77)
+    assert exits.depths == [1]
+    n = len(PROMPT)
+    feeds = {"input_ids": np.array([[77]]), "attention_mask": np.ones((1, n + 1), np.int64),
+             "position_ids": np.array([[n]]), **prefilled}
+    want = OrtRunner(model).run(feeds, ["logits.exit0", "logits"])
+    np.testing.assert_allclose(logits, want["logits.exit0"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(logits, want["logits"], atol=1e-3)
+    lens = ExitSession(path("llama-tiny"), "gate:0", every=1)  # the logit lens at the same cut differs
+    assert not np.allclose(_decode_one(lens, PROMPT, 77)[1], logits, atol=1e-3)
