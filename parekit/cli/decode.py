@@ -236,7 +236,8 @@ def eval_cmd(
 ) -> None:
     """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step.
 
-    Each --exit POLICY adds the first MODEL under per-token exits (one token per step, batch 1).
+    Each --exit POLICY adds the last MODEL under per-token exits (one token per step, batch 1): e.g. the
+    plain model first (the reference), then the same model with early-exit adapters.
     """
     from parekit.runtime.evaluate import evaluate_perplexity, prose_token_ids
 
@@ -250,7 +251,7 @@ def eval_cmd(
     if exits and chunk != 1:
         raise ParekitError(f"--exit evaluates one token per step: give --chunk 1, not {chunk}")
     sessions = [_session(m, threads, providers, native) for m in models]
-    sessions += exit_sessions(models[0], exits, exit_every, threads, providers, native)
+    sessions += exit_sessions(models[-1], exits, exit_every, threads, providers, native)
     tok = _tokenizer(sessions[0], models[0], tokenizer_path)
     tokens = prose_token_ids(tok, ctx)
     results = evaluate_perplexity(sessions, tokens, prefill=prefill, chunk=chunk, tail=tail, progress=True)

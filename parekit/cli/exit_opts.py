@@ -2,7 +2,7 @@
 
     generate: prompt ─► ExitSession(MODEL, policy) ─► exit_generate() ─► text, then one stats line:
               decode tokens/s, mean layers per decode step
-    eval:     MODEL… + one ExitSession(first MODEL, policy) per --exit ─► evaluate_perplexity() side by side
+    eval:     MODEL… + one ExitSession(last MODEL, policy) per --exit ─► evaluate_perplexity() side by side
 """
 
 from __future__ import annotations
