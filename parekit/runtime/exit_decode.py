@@ -21,7 +21,8 @@ by the policy:
 Every layer's present grows by one entry per step, whatever the exit: the layers after the exit get
 the K/V of the exited state. All pieces' sessions share one copy of the weights
 (``SessionOptions.add_initializer`` with the same ``OrtValue``; ORT's weight prepacking is disabled for
-that, since packed copies are per session).
+that, since packed copies are per session). Each piece has its own ORT thread pool that does not spin,
+unless :func:`use_global_threads` gave the process one pool (faster; see there).
 """
 
 from __future__ import annotations
@@ -42,9 +43,42 @@ from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, State
 from parekit.runtime.generate import Generation, generate
 from parekit.runtime.sampling import SamplingOptions
 
-__all__ = ["ExitGeneration", "ExitPolicy", "ExitSession", "exit_generate", "margin", "parse_policy"]
+__all__ = [
+    "ExitGeneration",
+    "ExitPolicy",
+    "ExitSession",
+    "exit_generate",
+    "margin",
+    "parse_policy",
+    "use_global_threads",
+]
 
 PolicyKind = Literal["full", "d3", "gate"]
+
+_GLOBAL_THREADS: list[int] = []
+"""The size of the process-wide ORT thread pool, once :func:`use_global_threads` made one."""
+
+
+def use_global_threads(threads: int) -> None:
+    """Run every later :class:`ExitSession` of this process on one process-wide ORT thread pool.
+
+    With a pool per piece, pools must not spin (each would hold the cores the next piece needs), and
+    waking them costs time on every step; one shared pool may spin. Process-wide: call it before any ONNX
+    Runtime session exists, and create no other ORT session afterwards (ORT then refuses sessions with
+    their own pool, e.g. a :class:`~parekit.runtime.decoder.DecoderSession`).
+
+    Raises:
+        BackendError: ONNX Runtime refuses (a session already exists, or ``threads < 1``).
+    """
+    from onnxruntime.capi import _pybind_state
+
+    if _GLOBAL_THREADS:
+        return
+    try:
+        _pybind_state.set_global_thread_pool_sizes(threads, 1)
+    except Exception as exc:
+        raise BackendError(f"ONNX Runtime cannot make a global thread pool of {threads}: {one_line(exc)}") from exc
+    _GLOBAL_THREADS.append(threads)
 
 
 @dataclass(frozen=True)
@@ -208,12 +242,14 @@ class ExitSession:
         sessions: dict[int, Any] = {}
         self.native_library: str | None = None
         for piece in self.pieces.pieces:
-            options = session_options("all", threads)
+            options = session_options("all", None if _GLOBAL_THREADS else threads)
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
             if not prepack:
                 options.add_session_config_entry("session.disable_prepacking", "1")
-            # Many sessions, one after another: a spinning pool would hold the cores others need.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if _GLOBAL_THREADS:  # one pool for every piece: it may spin, nothing else holds the cores
+                options.use_per_session_threads = False
+            else:  # a pool per piece, one after another: a spinning pool holds the cores the next one needs
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             library = register_native(options, native)
             self.native_library = str(library) if library is not None else None
             for init in piece.proto.graph.initializer:
@@ -238,6 +274,10 @@ class ExitSession:
         return state
 
     def _run(self, piece: Any, values: dict[str, Any]) -> dict[str, np.ndarray]:
+        missing = [name for name in piece.inputs if name not in values]
+        if missing:
+            raise DataError(f"{self.name}: no feed for input '{echo(missing[0])}' of kv-fill piece {piece.kind} "
+                            f"{piece.index}")
         feeds = {name: values[name] for name in piece.inputs}
         try:
             out = self._sessions[id(piece)].run(list(piece.outputs), feeds)

@@ -265,3 +265,19 @@ def test_the_models_own_exits_are_the_cuts_and_their_adapters_give_the_logits(pa
     assert not np.allclose(logits, want["logits"], atol=1e-3)
     lens = ExitSession(path("llama-tiny"), "gate:0", every=1)  # the logit lens at the same cut differs
     assert not np.allclose(_decode_one(lens, PROMPT, 77)[1], logits, atol=1e-3)
+
+
+def test_one_global_thread_pool_gives_the_same_tokens(path):
+    import subprocess
+    import sys
+
+    model = path("llama-tiny")
+    want = exit_generate(ExitSession(model, "d3:0.9", every=1), PROMPT, 8).tokens[0]
+    code = (
+        "import sys; from parekit.runtime.exit_decode import ExitSession, exit_generate, use_global_threads\n"
+        "use_global_threads(1); use_global_threads(1)\n"  # the second call is a no-op
+        f"s = ExitSession(sys.argv[1], 'd3:0.9', every=1); print(exit_generate(s, {PROMPT}, 8).tokens[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.strip() == str(want)
