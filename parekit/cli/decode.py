@@ -31,6 +31,7 @@ from parekit.cli.common import (
     safe,
     threads_option,
 )
+from parekit.cli.exit_opts import exit_options, exit_sessions, run_exit_generate
 from parekit.cli.outputs import Outputs
 from parekit.cli.speculate_opts import run_speculative, speculate_options
 from parekit.errors import ParekitError
@@ -47,7 +48,7 @@ def _tokenizer(session: Any, model: str, path: str | None) -> Any:
         return load_tokenizer(path)
     from parekit.frontends.zoo import SAMPLE_METADATA_KEY, SAMPLES
 
-    meta = session.runner.session.get_modelmeta().custom_metadata_map
+    meta = getattr(session, "metadata", None) or session.runner.session.get_modelmeta().custom_metadata_map
     sample = SAMPLES.get(meta.get(SAMPLE_METADATA_KEY, ""))
     if sample is None:
         raise ParekitError(
@@ -62,6 +63,15 @@ def _session(model: str, threads: int | None, providers: tuple[str, ...], native
 
     quiet_onnxruntime()
     return DecoderSession(model, providers=list(providers) or None, threads=threads, native=native)
+
+
+def _depth(session: Any) -> dict[str, Any]:
+    """``layers_per_step`` (mean over decode steps) of an ``--exit`` session; nothing for a plain one."""
+    depths = getattr(session, "depths", None)
+    if depths is None:
+        return {}
+    return {"exit_policy": session.policy.text, "layers_per_step": sum(depths) / len(depths) if depths else
+            float("nan"), "num_layers": session.num_layers, "exit_cuts": list(session.pieces.cuts)}
 
 
 def _bytes(n: int) -> str:
@@ -94,6 +104,7 @@ def _check_prompts(prompts: tuple[str, ...]) -> None:
 @click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-text token")
 @speculate_options
+@exit_options(multiple=False)
 @threads_option
 @provider_option
 @native_option
@@ -110,6 +121,8 @@ def generate_cmd(
     ignore_eos: bool,
     speculate: str | None,
     draft_tokens: int,
+    exits: str | None,
+    exit_every: int | None,
     threads: int | None,
     providers: tuple[str, ...],
     native: bool | None,
@@ -118,6 +131,7 @@ def generate_cmd(
 
     With --speculate, a drafter proposes up to --draft-tokens tokens and one step of MODEL verifies
     them: greedy output is the same text as without, sampled output has the same distribution.
+    With --exit, each prompt alone, every decode step running as many layers as the policy says.
     """
     from parekit.runtime.generate import generate
     from parekit.runtime.sampling import SamplingOptions
@@ -125,7 +139,10 @@ def generate_cmd(
     finite("--temperature", temperature)
     finite("--top-p", top_p)
     _check_prompts(prompts)
-    session = _session(model, threads, providers, native)
+    if exits is not None and speculate is not None:
+        raise ParekitError("give --exit or --speculate, not both")
+    session = (exit_sessions(model, [exits], exit_every, threads, providers, native)[0] if exits is not None
+               else _session(model, threads, providers, native))
     tok = _tokenizer(session, model, tokenizer_path)
     encoded = [tok.encode(p) for p in prompts]
     if any(not ids for ids in encoded):
@@ -134,6 +151,9 @@ def generate_cmd(
     pad = getattr(tok, "pad_token_id", None)
     pad = pad if pad is not None else (eos if eos is not None else 0)
     options = SamplingOptions(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if exits is not None:
+        run_exit_generate(session, prompts, encoded, tok, max_new_tokens, options, eos)
+        return
     if speculate is not None:
         run_speculative(session, model, speculate, draft_tokens, prompts, encoded, tok, max_new_tokens,
                         options, eos)
@@ -192,6 +212,7 @@ def generate_cmd(
     help="ms/step = median over this many last decode steps",
 )
 @click.option("--tokenizer", "tokenizer_path", default=None, help=_TOKENIZER_HELP)
+@exit_options(multiple=True)
 @json_options
 @threads_option
 @provider_option
@@ -205,13 +226,19 @@ def eval_cmd(
     chunk: int,
     tail: int,
     tokenizer_path: str | None,
+    exits: tuple[str, ...],
+    exit_every: int | None,
     as_json: bool,
     json_path: str | None,
     threads: int | None,
     providers: tuple[str, ...],
     native: bool | None,
 ) -> None:
-    """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step."""
+    """Evaluate decoder MODELS side by side: perplexity, top-1 agreement with the first, KV bytes, ms/step.
+
+    Each --exit POLICY adds the last MODEL under per-token exits (one token per step, batch 1): e.g. the
+    plain model first (the reference), then the same model with early-exit adapters.
+    """
     from parekit.runtime.evaluate import evaluate_perplexity, prose_token_ids
 
     if prefill >= ctx:
@@ -221,7 +248,10 @@ def eval_cmd(
         files.add_input(f"MODEL #{i + 1}", m)
     files.add_output("--json-file", json_path)
     files.check()
+    if exits and chunk != 1:
+        raise ParekitError(f"--exit evaluates one token per step: give --chunk 1, not {chunk}")
     sessions = [_session(m, threads, providers, native) for m in models]
+    sessions += exit_sessions(models[-1], exits, exit_every, threads, providers, native)
     tok = _tokenizer(sessions[0], models[0], tokenizer_path)
     tokens = prose_token_ids(tok, ctx)
     results = evaluate_perplexity(sessions, tokens, prefill=prefill, chunk=chunk, tail=tail, progress=True)
@@ -231,7 +261,7 @@ def eval_cmd(
         "ctx": ctx,
         "prefill": prefill,
         "chunk": chunk,
-        "models": [r.to_dict() for r in results],
+        "models": [{**r.to_dict(), **_depth(s)} for r, s in zip(results, sessions, strict=True)],
     }
     if deliver_json(files, json_path, payload, as_json):
         return
@@ -264,4 +294,6 @@ def eval_cmd(
         )
     out = console()
     out.print(table)
+    for s in sessions[len(models):]:
+        out.print(plain(f"{s.name}: {_depth(s)['layers_per_step']:.2f} of {s.num_layers} layers per decode step"))
     out.print(plain(native_line([r.native for r in results])))

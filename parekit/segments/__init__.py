@@ -4,7 +4,9 @@
 - :mod:`~parekit.segments.manifest`: the segments directory (``manifest.json`` + ``segment<k>.onnx``),
   written atomically and validated on read;
 - :class:`~parekit.segments.runner.SegmentRunner`: run the segments in order, stopping the rows whose
-  exit fired and compacting the batch for the later segments.
+  exit fired and compacting the batch for the later segments;
+- :func:`~parekit.segments.kv_fill.build_pieces`: the ``kv-fill`` form for per-token exits in decoders
+  (stage, fill and head pieces; :class:`~parekit.runtime.exit_decode.ExitSession` runs them).
 
 Names are imported on first use, so that importing the runner does not load onnx-ir.
 """
@@ -16,11 +18,13 @@ from typing import Any
 
 __all__ = [
     "EXITS_KEY",
+    "KvFillPieces",
     "Manifest",
     "Segment",
     "SegmentIO",
     "SegmentPlan",
     "SegmentRunner",
+    "build_pieces",
     "read_exits",
     "read_manifest",
     "split_model",
@@ -38,6 +42,8 @@ _HOME = {
     "read_manifest": "manifest",
     "write_segments": "manifest",
     "SegmentRunner": "runner",
+    "KvFillPieces": "kv_fill",
+    "build_pieces": "kv_fill",
 }
 
 
