@@ -2,12 +2,15 @@
 
     flock /tmp/parekit-bench.lock python bench/decode.py [--model smollm2.onnx] [--opset 23]
         [--prompts 16] [--words 60] [--tokens 128] [--speculate ngram:2 --speculate ngram ...]
-        [--draft-tokens 8] [--threads N] [--out table.md] [--json results.json]
+        [--draft-tokens 8] [--exit d3:0.99:20 --exit gate:0.9:24 ...] [--exit-model smollm2.lin.onnx]
+        [--prepack] [--threads N] [--out table.md] [--json results.json]
 
 The prompts are :func:`parekit.data.prose_prompts` (the first ``--words`` words of evaluation paragraphs of
 the offline prose), ``--tokens`` new tokens each, greedy; every configuration runs right after the plain
 loop on the same prompt (:func:`parekit.runtime.compare.compare_decoding`, which ``parekit bench-decode``
-also runs). Exits non-zero when a speculative output differs from the plain greedy output.
+also runs). ``--exit`` policies run the kv-fill pieces of ``--exit-model`` (e.g. the model with linear
+exit adapters from ``early-exit{...,head=adapter,threshold=2}``; its main outputs are the original's).
+Exits non-zero when a speculative output differs from the plain greedy output.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from parekit.frontends import zoo
 from parekit.frontends.onnx_file import load_model
 from parekit.passes.layer_variants import LayerVariants
 from parekit.runtime import DecoderSession
-from parekit.runtime.compare import compare_decoding, speculative_config
+from parekit.runtime.compare import compare_decoding, exit_config, speculative_config
 from parekit.runtime.drafters import make_drafter
 
 DEFAULT_SPECULATE = ["ngram:2", "ngram:4", "ngram:8"]
@@ -39,6 +42,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--speculate", action="append", help=f"drafter (repeatable; default {DEFAULT_SPECULATE})")
     ap.add_argument("--draft-tokens", type=int, default=8)
+    ap.add_argument("--exit", action="append", default=[], help="per-token exit policy (repeatable)")
+    ap.add_argument("--exit-model", help="model whose exits run (default --model)")
+    ap.add_argument("--exit-every", type=int, default=None)
+    ap.add_argument("--prepack", action="store_true", help="exits: let ORT prepack weights (about 2x memory)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", help="write the markdown table here")
     ap.add_argument("--json", help="write all numbers here")
@@ -53,6 +60,13 @@ def main() -> None:
     for spec in args.speculate or DEFAULT_SPECULATE:
         drafter = make_drafter(spec, session, variants=lambda: LayerVariants(lambda: load_model(model)), tokenizer=tokenizer)
         configs.append((f"speculate {drafter.name}", "speculate", speculative_config(session, drafter, args.draft_tokens)))
+    if args.exit:
+        from parekit.runtime.exit_decode import ExitSession
+
+        first = ExitSession(args.exit_model or model, args.exit[0], every=args.exit_every, threads=args.threads,
+                            prepack=args.prepack)
+        for policy in args.exit:
+            configs.append((f"exit {policy}", "exit", exit_config(first.with_policy(policy))))
     report = compare_decoding(session, prompts, args.tokens, configs,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))
     table = report.markdown()

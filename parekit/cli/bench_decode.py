@@ -1,4 +1,4 @@
-"""``parekit bench-decode``: plain greedy decoding vs speculative drafters, side by side on prose prompts.
+"""``parekit bench-decode``: plain greedy decoding vs speculative drafters and per-token exits, on prose prompts.
 
     prose prompts ─► per prompt: generate (plain) ─► each --speculate DRAFTER ─► table / JSON
                      ratios of decode tokens/s against the plain loop; speculative output checked
@@ -21,6 +21,7 @@ from parekit.cli.common import (
     threads_option,
 )
 from parekit.cli.decode import MAX_NEW_TOKENS, _session, _tokenizer
+from parekit.cli.exit_opts import exit_options, exit_sessions
 from parekit.cli.outputs import Outputs
 from parekit.cli.speculate_opts import MAX_DRAFT_TOKENS, build_drafter
 from parekit.errors import ParekitError
@@ -41,6 +42,9 @@ MAX_PROMPTS = 256
               help="prose prompts (the first --words words of evaluation paragraphs of pydoc_data.topics)")
 @click.option("--words", type=click.IntRange(1, 1000), default=60, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(2, MAX_NEW_TOKENS), default=128, show_default=True)
+@exit_options(multiple=True)
+@click.option("--exit-model", type=click.Path(), default=None,
+              help="with --exit: the model whose exits run (e.g. with trained adapters; default MODEL)")
 @click.option("--tokenizer", "tokenizer_path", default=None, help="as for generate")
 @json_options
 @threads_option
@@ -53,6 +57,9 @@ def bench_decode_cmd(
     count: int,
     words: int,
     max_new_tokens: int,
+    exits: tuple[str, ...],
+    exit_every: int | None,
+    exit_model: str | None,
     tokenizer_path: str | None,
     as_json: bool,
     json_path: str | None,
@@ -60,16 +67,19 @@ def bench_decode_cmd(
     providers: tuple[str, ...],
     native: bool | None,
 ) -> None:
-    """Decode prose prompts with decoder MODEL plainly and with each drafter, greedy, back to back.
+    """Decode prose prompts with decoder MODEL plainly, with each drafter and each exit policy, greedy.
 
     Reports decode tokens/s and its ratio to plain decoding (per prompt and overall), whether each
     output is token-identical to the plain one, acceptance, draft tokens accepted per verify step,
-    tokens per model run, replays, and the shares of time spent drafting and in model runs."""
+    tokens per verifier run, replays, and the shares of time spent drafting and verifying; for --exit
+    policies (lossy), agreement with the plain tokens and layers per token."""
     from parekit.data import prose_prompts
-    from parekit.runtime.compare import compare_decoding, speculative_config
+    from parekit.runtime.compare import compare_decoding, exit_config, speculative_config
 
     files = Outputs()
     files.add_input("MODEL", model)
+    if exit_model is not None:
+        files.add_input("--exit-model", exit_model)
     files.add_output("--json-file", json_path)
     files.check()
     session = _session(model, threads, providers, native)
@@ -79,6 +89,9 @@ def bench_decode_cmd(
     if any(not p for p in prompts):
         raise ParekitError("a prose prompt encodes to no tokens", note="raise --words")
     configs = [(f"speculate {d.name}", "speculate", speculative_config(session, d, draft_tokens)) for _, d in drafters]
+    for policy, ex in zip(exits, exit_sessions(exit_model or model, exits, exit_every, threads, providers, native),
+                          strict=True):
+        configs.append((f"exit {policy}", "exit", exit_config(ex)))
     err = console(stderr=True)
     report = compare_decoding(session, prompts, max_new_tokens, configs,
                               progress=None if as_json else (lambda line: err.print(plain(line))))

@@ -21,7 +21,7 @@ from typing import Any
 from parekit.runtime.decoder import DecoderSession
 from parekit.runtime.generate import generate
 
-__all__ = ["DecodeReport", "Outcome", "Row", "compare_decoding", "speculative_config"]
+__all__ = ["DecodeReport", "Outcome", "Row", "compare_decoding", "exit_config", "speculative_config"]
 
 
 @dataclass
@@ -116,6 +116,17 @@ def speculative_config(session: DecoderSession, drafter: Any, k: int) -> Config:
     def run(prompt: Sequence[int], n: int) -> Outcome:
         out = speculative_generate(session, [prompt], n, drafter, k=k)
         return Outcome(out.tokens[0], out.decode_wall_s, {key: getattr(out.stats, key) for key in keys})
+
+    return run
+
+
+def exit_config(session: Any) -> Config:
+    """A configuration that decodes with per-token exits (an :class:`~parekit.runtime.exit_decode.ExitSession`)."""
+    from parekit.runtime.exit_decode import exit_generate
+
+    def run(prompt: Sequence[int], n: int) -> Outcome:
+        out = exit_generate(session, prompt, n)
+        return Outcome(out.tokens[0], sum(out.decode_s), {"layers": float(sum(out.depths)), "counted": len(out.depths)})
 
     return run
 
