@@ -21,7 +21,8 @@ MAX_EXIT_EVERY = 1024
 _POLICY_HELP = (
     "per-token exits (batch 1; skipped layers get their K/V by state propagation): d3:ALPHA[:MIN] "
     "(decode step i runs max(MIN, floor(L*ALPHA^i)) layers, rounded up to an exit), gate:THRESH[:MIN] "
-    "(stop at the first exit whose softmax margin >= THRESH), full"
+    "(stop at the first exit whose softmax margin >= THRESH), gate:calibrated[:MIN] (each exit's threshold "
+    "from the model's early-exit gates), full"
 )
 
 

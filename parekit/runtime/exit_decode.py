@@ -16,7 +16,8 @@ by the policy:
 - ``gate:THRESH[:MIN]`` (CALM): at each cut of at least ``MIN`` layers, in order, the head on the stream
   and the softmax margin ``p1 - p2`` of its last position (part 1's ``ExitGate`` margin); the first cut
   whose margin ``≥ THRESH`` is the exit. Every checked cut costs one head (final norm + LM head);
-  ``THRESH > 1`` never exits.
+  ``THRESH > 1`` never exits. ``gate:calibrated[:MIN]``: each exit's own threshold, the one part 1's
+  ``early-exit`` pass calibrated (``budget=``) or was given, for exits with the margin signal.
 
 Every layer's present grows by one entry per step, whatever the exit: the layers after the exit get
 the K/V of the exited state. All pieces' sessions share one copy of the weights
@@ -34,12 +35,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from parekit.errors import BackendError, DataError, OptionError, echo, one_line
 from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, State
+from parekit.runtime.exit_policy import ExitPolicy, margin, parse_policy
 from parekit.runtime.generate import Generation, generate
 from parekit.runtime.sampling import SamplingOptions
 
@@ -52,8 +54,6 @@ __all__ = [
     "parse_policy",
     "use_global_threads",
 ]
-
-PolicyKind = Literal["full", "d3", "gate"]
 
 _GLOBAL_THREADS: list[int] = []
 """The size of the process-wide ORT thread pool, once :func:`use_global_threads` made one."""
@@ -79,63 +79,6 @@ def use_global_threads(threads: int) -> None:
     except Exception as exc:
         raise BackendError(f"ONNX Runtime cannot make a global thread pool of {threads}: {one_line(exc)}") from exc
     _GLOBAL_THREADS.append(threads)
-
-
-@dataclass(frozen=True)
-class ExitPolicy:
-    """How many layers a decode step runs (see the module docstring)."""
-
-    kind: PolicyKind
-    alpha: float = 1.0
-    threshold: float = math.inf
-    min_layers: int = 1
-    text: str = "full"
-
-    def schedule(self, step: int, num_layers: int) -> int:
-        """D³: layers for decode step ``step`` (≥ 1) before rounding up to a cut; others: all."""
-        if self.kind != "d3":
-            return num_layers
-        return min(num_layers, max(self.min_layers, math.floor(num_layers * self.alpha**step)))
-
-
-def parse_policy(text: str) -> ExitPolicy:
-    """Read ``full``, ``d3:ALPHA[:MIN]`` or ``gate:THRESH[:MIN]``.
-
-    Raises:
-        OptionError: Unknown policy or bad argument (one line, the text shown escaped).
-    """
-    parts = text.strip().split(":")
-    kind, args = parts[0].lower(), parts[1:]
-    usage = "give full, d3:ALPHA[:MIN] (0 < ALPHA <= 1) or gate:THRESH[:MIN]"
-    if kind == "full" and not args:
-        return ExitPolicy("full")
-    if kind not in ("d3", "gate") or not 1 <= len(args) <= 2:
-        raise OptionError(f"--exit: unknown policy '{echo(text)}': {usage}")
-    try:
-        value = float(args[0])
-        least = int(args[1]) if len(args) == 2 else 1
-    except ValueError:
-        raise OptionError(f"--exit: bad number in '{echo(text)}': {usage}") from None
-    if not math.isfinite(value) or least < 1:
-        raise OptionError(f"--exit: '{echo(text)}': the value must be finite and MIN >= 1")
-    if kind == "d3":
-        if not 0 < value <= 1:
-            raise OptionError(f"--exit: d3 ALPHA must be in (0, 1], got {value:g}")
-        return ExitPolicy("d3", alpha=value, min_layers=least, text=f"d3:{value:g}:{least}")
-    return ExitPolicy("gate", threshold=value, min_layers=least, text=f"gate:{value:g}:{least}")
-
-
-def margin(logits: np.ndarray) -> float:
-    """Softmax margin ``p1 - p2`` of one row of logits (``ExitGate`` ``signal=margin``; NaN: never exits)."""
-    x = logits.astype(np.float64)
-    if np.isnan(x).any() or np.isposinf(x).any():
-        return -math.inf
-    if x.size == 1:
-        return 1.0
-    p = np.exp(x - x.max())
-    p /= p.sum()
-    top = np.partition(p, -2)[-2:]
-    return float(top[1] - top[0])
 
 
 class ExitSession:
@@ -205,10 +148,26 @@ class ExitSession:
         self._arrays = weights(proto)
         del proto
         self._dir = tempfile.TemporaryDirectory(prefix="parekit-kvfill-", ignore_cleanup_errors=True)
+        self._check_policy()
         self._sessions = self._load(threads, providers, native, prepack)
         self.depths: list[int] = []
         self.last_step_s = 0.0
         self._step_index = 0
+
+    def _threshold(self, cut: int) -> float:
+        if not self.policy.calibrated:
+            return self.policy.threshold
+        return self._calibrated.get(cut, math.inf)  # a cut without a calibrated gate never exits
+
+    def _check_policy(self) -> None:
+        from parekit.segments.kv_fill import calibrated_thresholds
+
+        self._calibrated = calibrated_thresholds(self.metadata)
+        if self.policy.calibrated and not set(self._calibrated) & set(self.pieces.cuts):
+            raise OptionError(
+                f"--exit {self.policy.text}: the model has no early-exit gate with the margin signal at its cuts",
+                note='make one: parekit optimize M --passes "early-exit{layers=[..],head=adapter,budget=...}" --calib text',
+            )
 
     def with_policy(self, policy: ExitPolicy | str) -> ExitSession:
         """The same pieces and sessions (no second copy of anything) under another policy.
@@ -221,6 +180,7 @@ class ExitSession:
         other.name = f"{self.name.rsplit(' --exit ', 1)[0]} --exit {other.policy.text}"
         other.depths = []
         other._step_index = 0
+        other._check_policy()
         return other
 
     def _load(
@@ -325,7 +285,7 @@ class ExitSession:
             if prefill or depth < (self.policy.min_layers if checks else target):
                 continue
             logits = self._head(values, k)
-            if checks and margin(logits[0, -1]) < self.policy.threshold:
+            if checks and margin(logits[0, -1]) < self._threshold(p.cuts[k]):
                 continue
             fetched.update(self._run(p.fills[k], values))
             break

@@ -154,6 +154,19 @@ def exit_heads(proto: onnx.ModelProto, logits: str) -> dict[int, str]:
     return {layer: name for layer, name in found.items() if name in names}
 
 
+def calibrated_thresholds(metadata: dict[str, str]) -> dict[int, float]:
+    """Per exit layer, the gate threshold the ``early-exit`` pass set (calibrated by a budget, or given)
+    for the ``margin`` signal; exits with another signal are left out. ``{}`` without exits."""
+    raw = metadata.get(EXITS_KEY)
+    if raw is None:
+        return {}
+    try:
+        entries = json.loads(raw)["exits"]
+        return {int(e["layer"]): float(e["threshold"]) for e in entries if e.get("signal") == "margin"}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise StructureError(f"kv-fill: model metadata '{EXITS_KEY}' is not an early-exit object ({exc})") from None
+
+
 def exit_layers(proto: onnx.ModelProto) -> tuple[int, ...]:
     """The layers of the model's own exits (``parekit.exits``), ascending; ``()`` without any."""
     outputs = [o.name for o in proto.graph.output if not o.name.startswith("present")]

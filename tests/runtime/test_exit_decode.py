@@ -281,3 +281,30 @@ def test_one_global_thread_pool_gives_the_same_tokens(path):
     out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
                          check=True)
     assert out.stdout.strip() == str(want)
+
+
+@pytest.mark.parametrize(("threshold", "depth"), [(0.0, 1), (2.0, 2)])
+def test_calibrated_gate_uses_the_models_own_thresholds(path, run_cli, tmp_path, threshold, depth):
+    """``gate:calibrated`` reads each exit's threshold from the early-exit metadata: 0 always exits at the
+    exit, 2 never does (the full model's tokens)."""
+    model = tmp_path / "gated.onnx"
+    run_cli("optimize", path("llama-tiny"), "--passes", f"early-exit{{layers=[0],threshold={threshold}}}", "-o", model)
+    exits = ExitSession(model, "gate:calibrated")
+    got = exit_generate(exits, PROMPT, 6)
+    assert got.depths == [depth] * 5
+    fixed = exit_generate(ExitSession(model, f"gate:{threshold}"), PROMPT, 6)
+    assert got.tokens == fixed.tokens
+    if depth == 2:
+        assert got.tokens == generate(DecoderSession(path("llama-tiny")), [PROMPT], 6).tokens
+
+
+def test_calibrated_gate_needs_a_gated_model(path):
+    with pytest.raises(OptionError, match="no early-exit gate"):
+        ExitSession(path("llama-tiny"), "gate:calibrated")
+    session = ExitSession(path("llama-tiny"), "full")
+    with pytest.raises(OptionError, match="no early-exit gate"):
+        session.with_policy("gate:calibrated:1")
+    for bad in ("gate:calibrated:0", "gate:calibrated:x", "gate:calibrated:1:2"):
+        with pytest.raises(OptionError):
+            parse_policy(bad)
+    assert parse_policy("gate:calibrated:3").min_layers == 3
