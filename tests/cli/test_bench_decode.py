@@ -47,3 +47,16 @@ def test_compare_counts_a_wrong_configuration_as_not_identical(sample_path):
     assert good_row.identical == 2 and wrong_row.identical == 0
     assert wrong_row.agree == 2 * 11 and good_row.agree == 2 * 12  # equal up to the changed last token
     assert "| wrong |" in report.markdown()
+
+
+def test_bench_decode_with_exit_policies(sample_path, run_cli, tmp_path):
+    out = tmp_path / "e.json"
+    run_cli("bench-decode", sample_path("llama-tiny"), "--tokenizer", "bytes", "--prompts", 1, "--words", 8,
+            "--max-new-tokens", 12, "--exit", "full", "--exit", "d3:0.5", "--exit-every", 1, "--json-file", out)
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    full, d3 = rows["exit full"], rows["exit d3:0.5"]
+    assert full["kind"] == "exit" and full["agree"] == full["total"] == 12  # the pieces at full depth: plain
+    assert full["layers"] == 2 * 11 and full["counted"] == 11
+    assert d3["layers"] < full["layers"]  # D³ at 0.5 runs one of two layers after the first steps
+    bad = run_cli("bench-decode", sample_path("llama-tiny"), "--tokenizer", "bytes", "--exit", "d3:7", code=2)
+    assert "d3" in bad.output
