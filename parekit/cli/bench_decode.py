@@ -59,6 +59,7 @@ def bench_decode_cmd(
     max_new_tokens: int,
     exits: tuple[str, ...],
     exit_every: int | None,
+    exit_prepack: bool,
     exit_model: str | None,
     tokenizer_path: str | None,
     as_json: bool,
@@ -89,7 +90,7 @@ def bench_decode_cmd(
     if any(not p for p in prompts):
         raise ParekitError("a prose prompt encodes to no tokens", note="raise --words")
     configs = [(f"speculate {d.name}", "speculate", speculative_config(session, d, draft_tokens)) for _, d in drafters]
-    for policy, ex in zip(exits, exit_sessions(exit_model or model, exits, exit_every, threads, providers, native),
+    for policy, ex in zip(exits, exit_sessions(exit_model or model, exits, exit_every, threads, providers, native, exit_prepack),
                           strict=True):
         configs.append((f"exit {policy}", "exit", exit_config(ex)))
     err = console(stderr=True)

@@ -123,6 +123,7 @@ def generate_cmd(
     draft_tokens: int,
     exits: str | None,
     exit_every: int | None,
+    exit_prepack: bool,
     threads: int | None,
     providers: tuple[str, ...],
     native: bool | None,
@@ -141,7 +142,7 @@ def generate_cmd(
     _check_prompts(prompts)
     if exits is not None and speculate is not None:
         raise ParekitError("give --exit or --speculate, not both")
-    session = (exit_sessions(model, [exits], exit_every, threads, providers, native)[0] if exits is not None
+    session = (exit_sessions(model, [exits], exit_every, threads, providers, native, exit_prepack)[0] if exits is not None
                else _session(model, threads, providers, native))
     tok = _tokenizer(session, model, tokenizer_path)
     encoded = [tok.encode(p) for p in prompts]
@@ -228,6 +229,7 @@ def eval_cmd(
     tokenizer_path: str | None,
     exits: tuple[str, ...],
     exit_every: int | None,
+    exit_prepack: bool,
     as_json: bool,
     json_path: str | None,
     threads: int | None,
@@ -251,7 +253,7 @@ def eval_cmd(
     if exits and chunk != 1:
         raise ParekitError(f"--exit evaluates one token per step: give --chunk 1, not {chunk}")
     sessions = [_session(m, threads, providers, native) for m in models]
-    sessions += exit_sessions(models[-1], exits, exit_every, threads, providers, native)
+    sessions += exit_sessions(models[-1], exits, exit_every, threads, providers, native, exit_prepack)
     tok = _tokenizer(sessions[0], models[0], tokenizer_path)
     tokens = prose_token_ids(tok, ctx)
     results = evaluate_perplexity(sessions, tokens, prefill=prefill, chunk=chunk, tail=tail, progress=True)

@@ -27,7 +27,7 @@ _POLICY_HELP = (
 
 
 def exit_options(*, multiple: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--exit`` / ``--exit-every`` options (``multiple``: ``--exit`` may repeat, as for eval)."""
+    """The ``--exit`` / ``--exit-every`` / ``--exit-prepack`` options (``multiple``: ``--exit`` may repeat, as for eval)."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = click.option(
@@ -36,6 +36,11 @@ def exit_options(*, multiple: bool) -> Callable[[Callable[..., Any]], Callable[.
             default=None,
             help="with --exit: an exit after every this many layers (and after the last); default: at the "
             "model's own exits (early-exit, adapters included) if it has any, else every 2 layers",
+        )(fn)
+        fn = click.option(
+            "--exit-prepack", is_flag=True,
+            help="with --exit: let ONNX Runtime prepack the weights of every piece (faster on CPU, about 2x "
+            "the weight memory; default: one shared copy)",
         )(fn)
         help_text = _POLICY_HELP + ("; repeat to compare policies side by side" if multiple else "")
         return click.option("--exit", "exits", metavar="POLICY", multiple=multiple, default=None,
@@ -51,6 +56,7 @@ def exit_sessions(
     threads: int | None,
     providers: Sequence[str],
     native: bool | None,
+    prepack: bool = False,
 ) -> list[Any]:
     """One :class:`~parekit.runtime.exit_decode.ExitSession` of ``model`` per policy (policies read first).
 
@@ -63,7 +69,7 @@ def exit_sessions(
     if not parsed:
         return []
     first = ExitSession(model, parsed[0], every=every, threads=threads, providers=list(providers) or None,
-                        native=native)
+                        native=native, prepack=prepack)
     return [first, *(first.with_policy(p) for p in parsed[1:])]  # one set of pieces and weights
 
 
