@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from parekit.backends.ort import ModelSource, OrtRunner
     from parekit.backends.specs import TensorSpec
 
-__all__ = ["PAST_PREFIX", "PRESENT_PREFIX", "DecoderSession", "State", "left_pad", "state_nbytes"]
+__all__ = ["PAST_PREFIX", "PRESENT_PREFIX", "DecoderSession", "State", "empty_state", "left_pad", "state_nbytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +111,7 @@ class DecoderSession:
 
     def empty_state(self, batch: int) -> State:
         """The ``past*`` feeds of a prefill: empty tensors from the graph's input specs."""
-        state: State = {}
-        for spec in self.state_specs:
-            if spec.shape is None:
-                raise ParekitError(
-                    f"{self.name}: input '{spec.name}' has no declared rank; cannot build it empty"
-                )
-            dims = [d if isinstance(d, int) else 0 for d in spec.shape]
-            if dims and not isinstance(spec.shape[0], int):
-                dims[0] = batch
-            state[spec.name] = np.zeros(dims, dtype=spec.dtype)
-        return state
+        return empty_state(self.state_specs, batch, self.name)
 
     def step(
         self,
@@ -159,6 +149,24 @@ class DecoderSession:
         self.last_step_s = time.perf_counter() - start
         nxt = {self._feedback[name]: value for name, value in zip(self._fetch[1:], results[1:], strict=True)}
         return results[0], nxt
+
+
+def empty_state(specs: Sequence[TensorSpec], batch: int, model: str) -> State:
+    """The prefill's ``past*`` feeds from their input specs: batch dim (axis 0, when symbolic) ``batch``,
+    every other symbolic dim 0, fixed dims as declared.
+
+    Raises:
+        ParekitError: A spec without a declared rank (``model`` names the model in the message).
+    """
+    state: State = {}
+    for spec in specs:
+        if spec.shape is None:
+            raise ParekitError(f"{model}: input '{spec.name}' has no declared rank; cannot build it empty")
+        dims = [d if isinstance(d, int) else 0 for d in spec.shape]
+        if dims and not isinstance(spec.shape[0], int):
+            dims[0] = batch
+        state[spec.name] = np.zeros(dims, dtype=spec.dtype)
+    return state
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from parekit.errors import BackendError, DataError, OptionError, echo, one_line
-from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, State
+from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, State, empty_state
 from parekit.runtime.exit_policy import ExitPolicy, margin, parse_policy
 from parekit.runtime.generate import Generation, generate
 from parekit.runtime.sampling import SamplingOptions
@@ -225,13 +225,7 @@ class ExitSession:
 
     def empty_state(self, batch: int) -> State:
         """The ``past*`` feeds of a prefill: empty tensors from the graph's input specs."""
-        state: State = {}
-        for spec in self.state_specs:
-            dims = [d if isinstance(d, int) else 0 for d in (spec.shape or ())]
-            if dims and not isinstance((spec.shape or (0,))[0], int):
-                dims[0] = batch
-            state[spec.name] = np.zeros(dims, dtype=spec.dtype)
-        return state
+        return empty_state(self.state_specs, batch, self.name)
 
     def _run(self, piece: Any, values: dict[str, Any]) -> dict[str, np.ndarray]:
         missing = [name for name in piece.inputs if name not in values]

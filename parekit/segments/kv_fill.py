@@ -36,13 +36,11 @@ from onnx import numpy_helper
 
 from parekit.analysis.modelmap import ModelMap
 from parekit.errors import OptionError, StructureError, echo
+from parekit.segments.split import EXITS_KEY, parse_exits
 
 __all__ = ["KV_FILL_KEY", "SHARE_MIN_BYTES", "KvFillPieces", "Piece", "build_pieces", "cuts_every", "weights"]
 
 logger = logging.getLogger(__name__)
-
-EXITS_KEY = "parekit.exits"
-"""Model metadata key of part 1's exits (``parekit.passes.early_exit.EXITS_KEY``)."""
 
 KV_FILL_KEY = "parekit.kv_fill"
 """Metadata key of a piece's description (JSON)."""
@@ -142,14 +140,10 @@ def exit_heads(proto: onnx.ModelProto, logits: str) -> dict[int, str]:
     Raises:
         StructureError: The metadata is not the early-exit JSON object.
     """
-    raw = {p.key: p.value for p in proto.metadata_props}.get(EXITS_KEY)
-    if raw is None:
+    data = parse_exits({p.key: p.value for p in proto.metadata_props}.get(EXITS_KEY))
+    if data is None:
         return {}
-    try:
-        entries = json.loads(raw)["exits"]
-        found = {int(e["layer"]): str(e["outputs"][logits]) for e in entries if logits in e["outputs"]}
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise StructureError(f"kv-fill: model metadata '{EXITS_KEY}' is not an early-exit object ({exc})") from None
+    found = {int(e["layer"]): str(e["outputs"][logits]) for e in data["exits"] if logits in e["outputs"]}
     names = {o.name for o in proto.graph.output}
     return {layer: name for layer, name in found.items() if name in names}
 
@@ -157,14 +151,13 @@ def exit_heads(proto: onnx.ModelProto, logits: str) -> dict[int, str]:
 def calibrated_thresholds(metadata: dict[str, str]) -> dict[int, float]:
     """Per exit layer, the gate threshold the ``early-exit`` pass set (calibrated by a budget, or given)
     for the ``margin`` signal; exits with another signal are left out. ``{}`` without exits."""
-    raw = metadata.get(EXITS_KEY)
-    if raw is None:
+    data = parse_exits(metadata.get(EXITS_KEY))
+    if data is None:
         return {}
     try:
-        entries = json.loads(raw)["exits"]
-        return {int(e["layer"]): float(e["threshold"]) for e in entries if e.get("signal") == "margin"}
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise StructureError(f"kv-fill: model metadata '{EXITS_KEY}' is not an early-exit object ({exc})") from None
+        return {e["layer"]: float(e["threshold"]) for e in data["exits"] if e.get("signal") == "margin"}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StructureError(f"model metadata '{EXITS_KEY}': a margin exit has no numeric threshold ({exc})") from None
 
 
 def exit_layers(proto: onnx.ModelProto) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from parekit.segments.partition import Partition, SegmentNodes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXITS_KEY", "SEGMENT_KEY", "Segment", "SegmentPlan", "read_exits", "split_model"]
+__all__ = ["EXITS_KEY", "SEGMENT_KEY", "Segment", "SegmentPlan", "parse_exits", "read_exits", "split_model"]
 
 EXITS_KEY = "parekit.exits"
 """Model metadata key of the exits the ``early-exit`` pass added (JSON, see docs/early_exit.md)."""
@@ -110,7 +110,15 @@ def read_exits(model: ir.Model) -> dict[str, Any] | None:
     Raises:
         StructureError: The metadata is not the JSON object the early-exit contract describes.
     """
-    raw = model.metadata_props.get(EXITS_KEY)
+    return parse_exits(model.metadata_props.get(EXITS_KEY))
+
+
+def parse_exits(raw: str | None) -> dict[str, Any] | None:
+    """:func:`read_exits` on the metadata value itself (``None``: no exits), for callers holding a protobuf.
+
+    Raises:
+        StructureError: The text is not the JSON object the early-exit contract describes.
+    """
     if raw is None:
         return None
     try:
