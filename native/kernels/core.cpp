@@ -293,9 +293,13 @@ std::string describe_ops_json() {
 void fail(const std::string& op, const std::string& what) { throw Error("parekit::" + op + ": " + what); }
 
 void expect_rank(const std::string& op, const char* name, const ConstTensor& t, size_t rank) {
-  if (t.rank() != rank) {
+  expect_rank(op, name, t.shape, rank);
+}
+
+void expect_rank(const std::string& op, const char* name, const Shape& shape, size_t rank) {
+  if (shape.size() != rank) {
     fail(op, std::string("input '") + name + "' must have rank " + std::to_string(rank) + ", got shape " +
-                 shape_text(t.shape));
+                 shape_text(shape));
   }
 }
 

@@ -161,6 +161,10 @@ struct OpSpec {
   size_t optional_inputs{0};
   // Builds the kernel once per node (attributes are validated before this is called).
   std::function<std::unique_ptr<Kernel>(const Attrs&)> create;
+  // The shape rule: the output shapes for these input shapes (as many as the node gives), validating them
+  // as the kernel does (same Error messages). The TensorRT plugins check shapes with it at build and run
+  // time, and the test runner checks it against every vector. Every op sets it.
+  std::function<std::vector<Shape>(const std::vector<Shape>&, const Attrs&)> shapes;
 };
 
 // Every op of the library, in a fixed order.
@@ -177,6 +181,7 @@ std::string describe_ops_json();
 // Helpers for kernels: checks that throw Error("<Op>: ...").
 [[noreturn]] void fail(const std::string& op, const std::string& what);
 void expect_rank(const std::string& op, const char* name, const ConstTensor& t, size_t rank);
+void expect_rank(const std::string& op, const char* name, const Shape& shape, size_t rank);
 void expect_dim(const std::string& op, const char* what, int64_t got, int64_t want);
 
 // Convenience builders for OpSpec tables.

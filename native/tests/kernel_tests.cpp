@@ -28,89 +28,15 @@
 #include <vector>
 
 #include "core.h"
+#include "cases.h"
 #include "npy.h"
 
 namespace fs = std::filesystem;
 using namespace parekit;
+using parekit::test::Case;
+using parekit::test::Operand;
 
 namespace {
-
-DType parse_dtype(const std::string& s) {
-  static const std::map<std::string, DType> names{
-      {"float32", DType::kFloat32}, {"float64", DType::kFloat64}, {"float16", DType::kFloat16},
-      {"bfloat16", DType::kBFloat16}, {"int8", DType::kInt8},     {"uint8", DType::kUInt8},
-      {"int32", DType::kInt32},     {"int64", DType::kInt64},     {"bool", DType::kBool}};
-  auto it = names.find(s);
-  if (it == names.end()) throw Error("unknown dtype '" + s + "'");
-  return it->second;
-}
-
-struct Operand {
-  DType dtype;
-  test::Array array;
-};
-
-struct Case {
-  fs::path dir;
-  std::string op;
-  std::map<std::string, AttrValue> attrs;
-  std::vector<Operand> inputs, outputs;
-  double rtol{0}, atol{0};
-  bool expect_error{false};
-  std::string error_text;
-};
-
-Case read_case(const fs::path& dir) {
-  Case c;
-  c.dir = dir;
-  std::ifstream in(dir / "case.txt");
-  if (!in) throw Error((dir / "case.txt").string() + ": cannot open");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream words(line);
-    std::string key;
-    if (!(words >> key)) continue;
-    if (key == "op") {
-      words >> c.op;
-    } else if (key == "attr") {
-      std::string name, kind, value;
-      words >> name >> kind >> value;
-      AttrValue v;
-      if (kind == "int") {
-        v.kind = AttrValue::Kind::kInt;
-        v.i = std::stoll(value);
-      } else if (kind == "float") {
-        v.kind = AttrValue::Kind::kFloat;
-        v.f = std::stof(value);
-      } else if (kind == "string") {
-        std::string rest;
-        std::getline(words, rest);
-        v.kind = AttrValue::Kind::kString;
-        v.s = value + rest;
-      } else {
-        throw Error((dir / "case.txt").string() + ": attribute kind '" + kind + "' is not supported");
-      }
-      c.attrs[name] = v;
-    } else if (key == "input" || key == "output") {
-      std::string file, dtype;
-      words >> file >> dtype;
-      Operand o{parse_dtype(dtype), test::read_npy((dir / file).string())};
-      const DType stored = test::dtype_of_descr(o.array.descr, file);
-      const bool bf16_bits = o.dtype == DType::kBFloat16 && o.array.descr == "<u2";
-      if (stored != o.dtype && !bf16_bits) throw Error((dir / file).string() + ": dtype does not match case.txt");
-      (key == "input" ? c.inputs : c.outputs).push_back(std::move(o));
-    } else if (key == "tolerance") {
-      words >> c.rtol >> c.atol;
-    } else if (key == "expect_error") {
-      c.expect_error = true;
-      std::getline(words >> std::ws, c.error_text);
-    } else {
-      throw Error((dir / "case.txt").string() + ": unknown line '" + key + "'");
-    }
-  }
-  if (c.op.empty()) throw Error((dir / "case.txt").string() + ": no 'op' line");
-  return c;
-}
 
 class TestContext : public Context {
  public:
@@ -200,42 +126,14 @@ const TypeVariant* pick_variant_by_inputs(const OpSpec& spec, const Case& c) {
 }
 
 std::string compare(const Case& c, const TestContext& ctx) {
+  std::vector<const void*> data;
+  std::vector<Shape> shapes;
   for (size_t i = 0; i < c.outputs.size(); ++i) {
-    const Operand& want = c.outputs[i];
     if (!ctx.made(i)) return "output " + std::to_string(i) + " was never allocated";
-    if (ctx.shape(i) != want.array.shape) {
-      return "output " + std::to_string(i) + " has shape " + shape_text(ctx.shape(i)) + ", expected " +
-             shape_text(want.array.shape);
-    }
-    const int64_t n = numel(want.array.shape);
-    const void* got = ctx.buffer(i).data();
-    const void* exp = want.array.bytes.data();
-    double worst = 0;
-    int64_t bad_at = -1;
-    for (int64_t k = 0; k < n; ++k) {
-      const double g = load_as_double(got, want.dtype, k);
-      const double e = load_as_double(exp, want.dtype, k);
-      bool ok;
-      if (is_float(want.dtype)) {
-        if (std::isnan(e) || std::isnan(g)) ok = std::isnan(e) && std::isnan(g);
-        else if (std::isinf(e) || std::isinf(g)) ok = g == e;
-        else ok = std::fabs(g - e) <= c.atol + c.rtol * std::fabs(e);
-        if (!std::isnan(e) && !std::isnan(g) && !std::isinf(e) && !std::isinf(g)) worst = std::max(worst, std::fabs(g - e));
-      } else {
-        ok = g == e;
-      }
-      if (!ok && bad_at < 0) bad_at = k;
-    }
-    if (bad_at >= 0) {
-      std::ostringstream msg;
-      msg.precision(9);
-      msg << "output " << i << " differs at flat index " << bad_at << ": got "
-          << load_as_double(got, want.dtype, bad_at) << ", expected " << load_as_double(exp, want.dtype, bad_at)
-          << " (max |diff| " << worst << ", rtol " << c.rtol << ", atol " << c.atol << ")";
-      return msg.str();
-    }
+    data.push_back(ctx.buffer(i).data());
+    shapes.push_back(ctx.shape(i));
   }
-  return "";
+  return compare_outputs(c, data, shapes);
 }
 
 // Empty string = pass.
@@ -244,8 +142,21 @@ std::string run_case(const Case& c, int threads) {
   if (spec == nullptr) return "the library has no op '" + c.op + "'";
   const TypeVariant* variant = c.expect_error ? pick_variant_by_inputs(*spec, c) : pick_variant(*spec, c);
   if (variant == nullptr) return "no dtype binding of " + c.op + " matches the case's dtypes";
+  if (!spec->shapes) return "op " + c.op + " has no shape rule (OpSpec::shapes)";
   try {
     const Attrs attrs = resolve_attrs(*spec, c.attrs);
+    // The shape rule (what the TensorRT plugins use) must agree with the kernel: same outputs, same refusals.
+    std::vector<Shape> in_shapes;
+    for (const Operand& o : c.inputs) in_shapes.push_back(o.array.shape);
+    const std::vector<Shape> rule = spec->shapes(in_shapes, attrs);
+    if (c.expect_error) return "expected an error containing '" + c.error_text + "', the shape rule accepted the inputs";
+    if (rule.size() != c.outputs.size()) return "the shape rule gives " + std::to_string(rule.size()) + " outputs";
+    for (size_t i = 0; i < rule.size(); ++i) {
+      if (rule[i] != c.outputs[i].array.shape) {
+        return "the shape rule gives output " + std::to_string(i) + " shape " + shape_text(rule[i]) + ", expected " +
+               shape_text(c.outputs[i].array.shape);
+      }
+    }
     auto kernel = spec->create(attrs);
     TestContext ctx(c, *variant, threads);
     kernel->compute(ctx);
@@ -287,17 +198,13 @@ int main(int argc, char** argv) {
               << "' (export one with: python -m tests.native.export_vectors DIR)\n";
     return 2;
   }
-  std::vector<fs::path> dirs;
-  for (const auto& entry : fs::recursive_directory_iterator(root)) {
-    if (entry.is_regular_file() && entry.path().filename() == "case.txt") dirs.push_back(entry.path().parent_path());
-  }
-  std::sort(dirs.begin(), dirs.end());
+  const std::vector<fs::path> dirs = test::find_cases(root);
   int passed = 0, failed = 0;
   std::set<std::string> seen;
   for (const fs::path& dir : dirs) {
     Case c;
     try {
-      c = read_case(dir);
+      c = test::read_case(dir);
     } catch (const std::exception& e) {
       std::cout << "FAIL " << dir.string() << ": " << e.what() << "\n";
       ++failed;
