@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs parekit with everything its samples and tests need, from this repository's files only, then
-# builds the native kernel library (libparekit_ort.so) into build/native with CMake.
+# builds the native kernel library (libparekit_ort.so) into build/native with CMake; where nvcc exists
+# also the CUDA kernels and the TensorRT plugin library (build/native/plugins_trt/libparekit_trt_plugins.so,
+# against kernel-lens's TensorRT 10.14 headers unless CMAKE_ARGS gives -DPAREKIT_TRT_INCLUDE_DIR).
 # torch is pinned (parekit[samples]) to the CPU build 2.13.0; an unpinned torch pulls a CUDA build.
 #
 #   bash scripts/setup.sh [--werror]     --werror: compiler warnings are errors (CI)
@@ -20,6 +22,7 @@ for arg in "$@"; do
 done
 "$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
 "$PY" -m pip install -q --disable-pip-version-check --no-deps -r requirements/samples-no-deps.txt
+"$PY" -m pip install -q --disable-pip-version-check --no-deps -r requirements/build-no-deps.txt
 
 for tool in cmake c++; do
   command -v "$tool" >/dev/null || { echo "setup.sh: '$tool' not found: the native library needs CMake and a C++17 compiler" >&2; exit 1; }
@@ -33,3 +36,6 @@ cmake -S native -B build/native "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DP
   || { cat build/native-configure.log >&2; echo "setup.sh: configuring the native library failed (log above)" >&2; exit 1; }
 cmake --build build/native || { echo "setup.sh: building the native library failed (compiler output above)" >&2; exit 1; }
 echo "setup.sh: built $(pwd)/build/native/libparekit_ort.so"
+if [[ -f build/native/plugins_trt/libparekit_trt_plugins.so ]]; then
+  echo "setup.sh: built $(pwd)/build/native/plugins_trt/libparekit_trt_plugins.so"
+fi

@@ -139,3 +139,23 @@ def native_library():
     import parekit.native
 
     return parekit.native.build()
+
+
+@pytest.fixture(scope="session")
+def trt_plugin_library(native_library):
+    """``libparekit_trt_plugins.so`` of the same build. Skips only where nvcc or TensorRT headers are
+    missing (CMake then leaves the plugins out, saying so); where both exist a missing library fails."""
+    import shutil
+
+    from parekit.native.status import _cache_value
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc on PATH: the CUDA kernels and TensorRT plugins are not built here")
+    cache = native_library.parent / "CMakeCache.txt"
+    headers = _cache_value(cache, "PAREKIT_TRT_FOUND_HEADERS") or _cache_value(cache, "PAREKIT_TRT_INCLUDE_DIR")
+    kernel_lens = __import__("importlib.util").util.find_spec("kernel_lens")
+    if not (headers and not headers.endswith("NOTFOUND")) and kernel_lens is None:
+        pytest.skip("no TensorRT headers (PAREKIT_TRT_INCLUDE_DIR or pip install --no-deps kernel-lens==2.0.1)")
+    path = native_library.parent / "plugins_trt" / "libparekit_trt_plugins.so"
+    assert path.is_file(), f"nvcc and TensorRT headers exist but {path} was not built"
+    return path

@@ -1,7 +1,7 @@
 """``parekit native [build]``: the native kernel library (``libparekit_ort.so``): status, path, build.
 
     parekit native                 what is built and where, its ops, ORT/TensorRT/toolchain versions (--json)
-    parekit native --path ort      the library's path (exit 1 when it is not built)
+    parekit native --path ort      the library's path (exit 1 when it is not built); --path trt: the plugins
     parekit native build           CMake configure + build (-v streams the tools' output)
 """
 
@@ -19,7 +19,7 @@ from parekit.errors import ParekitError
 
 __all__ = ["native_cmd"]
 
-_KINDS = ("ort",)  # parekit.native.LIBRARY_FILES (not imported at CLI start-up)
+_KINDS = ("ort", "trt")  # parekit.native.LIBRARY_FILES (not imported at CLI start-up)
 
 
 @click.group("native", invoke_without_command=True)
@@ -38,12 +38,13 @@ def native_cmd(ctx: click.Context, as_json: bool, path_kind: str | None) -> None
         if as_json or path_kind:
             raise ParekitError(f"--json and --path go with `parekit native` alone, not with `{ctx.invoked_subcommand}`")
         return
-    from parekit.native import BUILD_HINT, LIBRARY_FILES, library_path
+    from parekit.native import BUILD_HINT, LIBRARY_FILES, TRT_BUILD_HINT, library_path
 
     if path_kind is not None:
         path = library_path(path_kind)
         if path is None:
-            console(stderr=True).print(plain(f"{LIBRARY_FILES[path_kind]} is not built; {BUILD_HINT}"))
+            hint = TRT_BUILD_HINT if path_kind == "trt" else BUILD_HINT
+            console(stderr=True).print(plain(f"{LIBRARY_FILES[path_kind]} is not built; {hint}"))
             sys.exit(1)
         click.echo(safe(str(path)))
         return
@@ -62,16 +63,18 @@ def _status() -> dict[str, Any]:
 
     report = status()
     op_types = sorted(op.op_type for op in all_ops())
-    for entry in report["libraries"].values():
-        if entry["built"] and "error" not in entry:
+    for kind, entry in report["libraries"].items():
+        if kind == "ort" and entry["built"] and "error" not in entry:
             entry["ops_without_kernel"] = [op for op in op_types if op not in entry["ops"]]
             entry["loads"] = library_loads(Path(entry["path"])) or True
+        elif kind == "trt" and entry["built"] and "ops" in entry and "note" not in entry:
+            entry["ops_without_plugin"] = [op for op in op_types if op not in entry["ops"]]
     return report
 
 
 def _print_status(report: dict[str, Any]) -> None:
     out = console()
-    for entry in report["libraries"].values():
+    for kind, entry in report["libraries"].items():
         name = entry["file"]
         if not entry["built"]:
             if "error" in entry:  # sessions refuse it: --no-native runs the bodies
@@ -83,6 +86,9 @@ def _print_status(report: dict[str, Any]) -> None:
         out.print(styled("bold green", f"{name}: ", entry["path"]))
         if "error" in entry:
             out.print(styled("red", "  error: ", entry["error"]))
+            continue
+        if kind == "trt":
+            _print_plugins(out, entry)
             continue
         out.print(plain(f"  kernels ({len(entry['ops'])}): {', '.join(entry['ops']) or 'none'}; "
                         f"built against ORT C API {entry.get('ort_api_version')}"))
@@ -106,6 +112,20 @@ def _print_status(report: dict[str, Any]) -> None:
                     f"build folder: {report['build_dir']}"))
 
 
+def _print_plugins(out: Any, entry: dict[str, Any]) -> None:
+    if "note" in entry:
+        out.print(plain(f"  {entry['note']}"))
+        return
+    out.print(plain(f"  plugins ({len(entry['ops'])}, checked in the TensorRT {entry.get('tensorrt_lean')} lean "
+                    f"registry): {', '.join(entry['ops']) or 'none'}"))
+    if entry.get("ops_without_plugin"):
+        out.print(plain(f"  no plugin ({len(entry['ops_without_plugin'])}): {', '.join(entry['ops_without_plugin'])}"))
+    for op, problems in entry.get("plugin_problems", {}).items():
+        if op in entry.get("ops_without_plugin", []) and len(problems) == 1 and problems[0].startswith("no creator"):
+            continue
+        out.print(styled("red", f"  {op}: ", "; ".join(problems)))
+
+
 @native_cmd.command("build")
 @click.option("--build-dir", type=click.Path(file_okay=False), default=None,
               help="build folder (default build/native of the checkout; with --sanitize build/native-asan)")
@@ -114,12 +134,16 @@ def _print_status(report: dict[str, Any]) -> None:
                    "loaded into Python)")
 @click.option("--ort-include", type=click.Path(file_okay=False, exists=True), default=None,
               help="include folder of your ONNX Runtime SDK (default: found, else Debian's headers fetched)")
+@click.option("--trt-include", type=click.Path(file_okay=False, exists=True), default=None,
+              help="include folder of your TensorRT SDK for the plugin library (default: found, else the "
+                   "TensorRT 10.14 headers of kernel-lens); the plugins are built where nvcc exists")
 @click.option("--clean", is_flag=True, help="remove the build folder first")
 @click.option("--jobs", type=click.IntRange(1, 256), default=None, help="parallel build jobs (default: CMake's)")
 @click.option("--test", "run_ctest", is_flag=True, help="run the ctest suite after building")
-def build_cmd(build_dir: str | None, sanitize: str | None, ort_include: str | None, clean: bool,
+def build_cmd(build_dir: str | None, sanitize: str | None, ort_include: str | None, trt_include: str | None, clean: bool,
               jobs: int | None, run_ctest: bool) -> None:
-    """Configure and build libparekit_ort.so with CMake (incremental after the first time)."""
+    """Configure and build libparekit_ort.so with CMake (incremental after the first time), and where nvcc
+    and TensorRT headers are found, the CUDA kernels and libparekit_trt_plugins.so."""
     from parekit import native
 
     if sanitize is not None and not all(part.strip().isalnum() for part in sanitize.split(",")):
@@ -130,7 +154,8 @@ def build_cmd(build_dir: str | None, sanitize: str | None, ort_include: str | No
     start = time.perf_counter()
     kwargs: dict[str, Any] = dict(
         directory=Path(build_dir) if build_dir else None, sanitize=sanitize,
-        ort_include=Path(ort_include) if ort_include else None, clean=clean, jobs=jobs, quiet=quiet,
+        ort_include=Path(ort_include) if ort_include else None,
+        trt_include=Path(trt_include) if trt_include else None, clean=clean, jobs=jobs, quiet=quiet,
     )
     if quiet:
         with err.status("building libparekit_ort.so (CMake; the first build fetches the ORT headers)"):

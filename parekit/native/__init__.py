@@ -19,6 +19,7 @@ from parekit.native.build import build, build_dir, run_tests, sanitizer_build_di
 from parekit.native.paths import (
     BUILD_HINT,
     LIBRARY_FILES,
+    TRT_BUILD_HINT,
     NativeError,
     describe_library,
     is_sanitized,
@@ -32,6 +33,7 @@ __all__ = [
     "BUILD_HINT",
     "LIBRARY_FILES",
     "NativeError",
+    "TRT_BUILD_HINT",
     "build",
     "build_dir",
     "describe_library",

@@ -32,6 +32,7 @@ def build(
     directory: Path | None = None,
     sanitize: str | None = None,
     ort_include: Path | None = None,
+    trt_include: Path | None = None,
     werror: bool | None = None,
     tests: bool | None = None,
     jobs: int | None = None,
@@ -49,6 +50,8 @@ def build(
             ``sanitize``).
         sanitize: e.g. ``"address,undefined"``; ``""`` turns sanitizers off in that folder.
         ort_include: Folder holding ``onnxruntime_c_api.h``; default: CMake searches, then fetches them.
+        trt_include: Folder holding ``NvInferRuntime.h`` (your TensorRT SDK) for the plugin library
+            (built where nvcc exists); default: CMake searches, then kernel-lens's TensorRT 10.14 headers.
         werror: Treat compiler warnings as errors.
         tests: Also build the ctest suite (CMake's default: yes).
         jobs: Parallel build jobs (default: CMake's).
@@ -96,6 +99,12 @@ def build(
             raise NativeError(f"--ort-include {include} holds no onnxruntime_c_api.h",
                               note="give the include folder of an ONNX Runtime SDK")
         configure.append(f"-DPAREKIT_ORT_INCLUDE_DIR={include}")
+    if trt_include is not None:
+        include = Path(trt_include).resolve()
+        if not (include / "NvInferRuntime.h").is_file():
+            raise NativeError(f"--trt-include {include} holds no NvInferRuntime.h",
+                              note="give the include folder of a TensorRT SDK")
+        configure.append(f"-DPAREKIT_TRT_INCLUDE_DIR={include}")
     configure += list(extra_args)
     _run(configure, "configure", quiet)
     command = [cmake, "--build", str(out)]

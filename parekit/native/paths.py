@@ -12,6 +12,7 @@ from parekit.errors import ParekitError
 
 __all__ = [
     "BUILD_HINT",
+    "TRT_BUILD_HINT",
     "LIBRARY_FILES",
     "NativeError",
     "build_dir",
@@ -24,13 +25,16 @@ __all__ = [
     "source_dir",
 ]
 
-LIBRARY_FILES: Final = {"ort": "libparekit_ort.so"}
-"""Library kind -> file name in the build folder."""
+LIBRARY_FILES: Final = {"ort": "libparekit_ort.so", "trt": "plugins_trt/libparekit_trt_plugins.so"}
+"""Library kind -> file in the build folder (``trt``: the TensorRT plugins, built where nvcc and TensorRT
+headers are found)."""
 
-_ENV: Final = {"ort": "PAREKIT_ORT_LIBRARY"}
+_ENV: Final = {"ort": "PAREKIT_ORT_LIBRARY", "trt": "PAREKIT_TRT_PLUGINS"}
 """Library kind -> environment variable that names the file explicitly."""
 
 BUILD_HINT: Final = "build it with `parekit native build` (needs CMake and a C++17 compiler)"
+TRT_BUILD_HINT: Final = ("build it with `parekit native build` (needs CMake, nvcc and TensorRT headers: "
+                         "--trt-include DIR or `pip install --no-deps kernel-lens==2.0.1`)")
 
 
 class NativeError(ParekitError):
@@ -119,7 +123,7 @@ def require_library(kind: str = "ort") -> Path:
     """The library's path; a :class:`NativeError` that says how to build it when it is not built."""
     path = library_path(kind)
     if path is None:
-        raise NativeError(f"{LIBRARY_FILES[kind]} is not built", note=BUILD_HINT)
+        raise NativeError(f"{LIBRARY_FILES[kind]} is not built", note=TRT_BUILD_HINT if kind == "trt" else BUILD_HINT)
     return path
 
 
