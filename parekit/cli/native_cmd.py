@@ -67,9 +67,32 @@ def _status() -> dict[str, Any]:
         if kind == "ort" and entry["built"] and "error" not in entry:
             entry["ops_without_kernel"] = [op for op in op_types if op not in entry["ops"]]
             entry["loads"] = library_loads(Path(entry["path"])) or True
-        elif kind == "trt" and entry["built"] and "ops" in entry and "note" not in entry:
-            entry["ops_without_plugin"] = [op for op in op_types if op not in entry["ops"]]
+        elif kind == "trt" and entry["built"]:
+            entry.update(_plugins(Path(entry["path"])))
+            if "ops" in entry and "note" not in entry:
+                entry["ops_without_plugin"] = [op for op in op_types if op not in entry["ops"]]
     return report
+
+
+def _plugins(path: Path) -> dict[str, Any]:
+    """The plugin library's ops as the TensorRT lean registry sees them (where ``tensorrt_lean`` is
+    installed): ``ops`` (creators that passed every check) and ``plugin_problems``."""
+    import importlib.util
+
+    from parekit.backends.trt_plugins import probe_library
+    from parekit.native import NativeError
+
+    if importlib.util.find_spec("tensorrt_lean") is None:
+        return {"note": "install tensorrt-lean-cu13 to list and check its creators"}
+    try:
+        report = probe_library(path)
+    except NativeError as exc:
+        return {"error": exc.message}
+    return {
+        "ops": sorted(op["op"] for op in report["ops"] if not op["problems"]),
+        "plugin_problems": {op["op"]: op["problems"] for op in report["ops"] if op["problems"]},
+        "tensorrt_lean": report.get("tensorrt_lean"),
+    }
 
 
 def _print_status(report: dict[str, Any]) -> None:

@@ -98,26 +98,6 @@ def header_info(directory: Path | None = None) -> dict[str, Any] | None:
     return {"path": str(path), "api_version": api, "source": source}
 
 
-def _plugins(path: Path) -> dict[str, Any]:
-    """The plugin library's ops as the TensorRT lean registry sees them (where ``tensorrt_lean`` is
-    installed): ``ops`` (creators that passed every check) and ``plugin_problems``."""
-    import importlib.util
-
-    from parekit.native.trt_plugins import probe_library
-
-    if importlib.util.find_spec("tensorrt_lean") is None:
-        return {"note": "install tensorrt-lean-cu13 to list and check its creators"}
-    try:
-        report = probe_library(path)
-    except NativeError as exc:
-        return {"error": exc.message}
-    return {
-        "ops": sorted(op["op"] for op in report["ops"] if not op["problems"]),
-        "plugin_problems": {op["op"]: op["problems"] for op in report["ops"] if op["problems"]},
-        "tensorrt_lean": report.get("tensorrt_lean"),
-    }
-
-
 def status() -> dict[str, Any]:
     """A JSON-ready summary: ``libraries`` (per kind: file, built, path, ops, C API version, or an
     ``error``), ``runtimes`` (installed ONNX Runtime / TensorRT packages), ``tools`` (cmake, ninja, c++,
@@ -130,9 +110,8 @@ def status() -> dict[str, Any]:
         except NativeError as exc:
             entry["error"] = exc.message
             path = None
-        if path is not None and kind == "trt":
+        if path is not None and kind == "trt":  # its creators: parekit.backends.trt_plugins.probe_library
             entry.update(built=True, path=str(path))
-            entry.update(_plugins(path))
         elif path is not None:
             entry.update(built=True, path=str(path))
             try:

@@ -68,7 +68,7 @@ def test_device_code_for_every_architecture(trt_plugin_library):
 def test_every_op_has_a_creator_that_matches_its_opdef(trt_plugin_library):
     """Creator found by (name, version, namespace), fields == OpDef.plugin.fields, plugins created from
     defaults and from every attribute's declared minimum and maximum, refusals of bad fields."""
-    from parekit.native.trt_plugins import probe_library
+    from parekit.backends.trt_plugins import probe_library
 
     report = probe_library(trt_plugin_library)
     problems = {op["op"]: op["problems"] for op in report["ops"] if op["problems"]}

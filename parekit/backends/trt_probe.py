@@ -1,9 +1,9 @@
 """Checks a built ``libparekit_trt_plugins.so`` in the TensorRT lean runtime's plugin registry.
 
-Run in a subprocess (``python -m parekit.native.trt_probe LIB``; a plugin library that misbehaves takes
+Run in a subprocess (``python -m parekit.backends.trt_probe LIB``; a plugin library that misbehaves takes
 only that process down); prints one JSON report on stdout. Needs ``tensorrt_lean``
 (``pip install tensorrt-lean-cu13``) and no GPU: only the registry and plugin creation are used (a lean
-``Runtime`` is never created). Use :func:`parekit.native.trt_plugins.probe_library` rather than this module.
+``Runtime`` is never created). Use :func:`parekit.backends.trt_plugins.probe_library` rather than this module.
 
 For every op of ``parekit.ops.all_ops()``: the creator is found by (name, version, namespace); its field
 names and types equal ``OpDef.plugin.fields``; a plugin is created with the defaults, with every
@@ -103,7 +103,7 @@ def probe(path: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m parekit.native.trt_probe LIBRARY", file=sys.stderr)
+        print("usage: python -m parekit.backends.trt_probe LIBRARY", file=sys.stderr)
         return 2
     print(json.dumps(probe(argv[0])))
     return 0
