@@ -8,8 +8,10 @@
 //   dims (checked against OpSpec::shapes) and on opaque dims (the expressions, evaluated)
 //   -> onShapeChange -> getWorkspaceSize -> enqueue -> outputs vs the reference (the case's tolerance).
 //
-//   parekit_plugin_tests [--device] [--op NAME] [--require-all] ROOT
+//   parekit_plugin_tests [--device] [--exact-twin] [--op NAME] [--require-all] ROOT
 //
+// --exact-twin: also require the outputs to be bit-identical to the CPU twin's on the same inputs (NaNs
+// equal whatever their bits) - stricter than the reference tolerances; a report, not a ctest.
 // Without --device, enqueue runs the CUDA kernels' element code emulated on the host (launch.h), which is
 // what machines without a GPU can check. With --device the buffers are cudaMalloc'd and the kernels run
 // on the GPU. Refusal cases (expect_error) must be refused by createPlugin, getOutputShapes and
@@ -17,6 +19,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <cstring>
 #include <deque>
 #include <iostream>
@@ -153,6 +157,46 @@ class Buffer {
   void* dev_{nullptr};
   std::vector<unsigned char> host_;
 };
+
+// The CPU twin run on the same case (for --exact-twin): single-threaded Context over the case's inputs.
+class TwinContext final : public Context {
+ public:
+  TwinContext(const Case& c, std::vector<DType> out_types) : case_(c), types_(std::move(out_types)), bufs_(types_.size()) {}
+  size_t num_inputs() const override { return case_.inputs.size(); }
+  ConstTensor input(size_t i) const override {
+    const Operand& o = case_.inputs.at(i);
+    return ConstTensor{o.dtype, o.array.shape, o.array.bytes.empty() ? nullptr : o.array.bytes.data()};
+  }
+  Tensor output(size_t i, const Shape& shape) override {
+    bufs_.at(i).assign(static_cast<size_t>(numel(shape)) * dtype_size(types_[i]), 0xA5);
+    return Tensor{types_[i], shape, bufs_[i].empty() ? nullptr : bufs_[i].data()};
+  }
+  void parallel_for(int64_t n, double, const std::function<void(int64_t, int64_t)>& fn) const override {
+    if (n > 0) fn(0, n);
+  }
+  const std::vector<unsigned char>& buffer(size_t i) const { return bufs_[i]; }
+
+ private:
+  const Case& case_;
+  std::vector<DType> types_;
+  std::vector<std::vector<unsigned char>> bufs_;
+};
+
+// Byte equality of two outputs, where a NaN equals any NaN (sign and payload are hardware's).
+bool same_bits(const std::vector<unsigned char>& a, const std::vector<unsigned char>& b, DType t) {
+  if (a.size() != b.size()) return false;
+  if (!is_float(t)) return a == b;
+  const int64_t n = static_cast<int64_t>(a.size() / dtype_size(t));
+  for (int64_t k = 0; k < n; ++k) {
+    const double x = load_as_double(a.data(), t, k), y = load_as_double(b.data(), t, k);
+    if (std::isnan(x) && std::isnan(y)) continue;
+    const size_t e = dtype_size(t);
+    if (std::memcmp(a.data() + static_cast<size_t>(k) * e, b.data() + static_cast<size_t>(k) * e, e) != 0) return false;
+  }
+  return true;
+}
+
+bool g_exact_twin = false;
 
 std::string logged() {
   std::string s = g_log.text;
@@ -313,7 +357,16 @@ std::string run_case(const Case& c, bool device) {
     got_shapes.push_back(c.outputs[o].array.shape);
   }
   for (const auto& g : got) got_ptrs.push_back(g.data());
-  return test::compare_outputs(c, got_ptrs, got_shapes);
+  std::string problem = test::compare_outputs(c, got_ptrs, got_shapes);
+  if (!problem.empty() || !g_exact_twin) return problem;
+  std::vector<DType> types;
+  for (const Operand& o : c.outputs) types.push_back(o.dtype);
+  TwinContext twin(c, types);
+  spec->create(resolve_attrs(*spec, c.attrs))->compute(twin);
+  for (size_t o = 0; o < got.size(); ++o) {
+    if (!same_bits(got[o], twin.buffer(o), types[o])) return "output " + std::to_string(o) + " is not bit-identical to the CPU twin's";
+  }
+  return "";
 }
 
 }  // namespace
@@ -324,11 +377,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--device") device = true;
+    else if (a == "--exact-twin") g_exact_twin = true;
     else if (a == "--op" && i + 1 < argc) only_op = argv[++i];
     else if (a == "--require-all") require_all = true;
     else if (!a.empty() && a[0] != '-' && root.empty()) root = a;
     else {
-      std::cerr << "usage: parekit_plugin_tests [--device] [--op NAME] [--require-all] ROOT\n";
+      std::cerr << "usage: parekit_plugin_tests [--device] [--exact-twin] [--op NAME] [--require-all] ROOT\n";
       return 2;
     }
   }
