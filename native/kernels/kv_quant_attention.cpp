@@ -18,13 +18,13 @@
 #include <vector>
 
 #include "fast_exp.h"
+#include "kv_quant_attention_cuda.h"
 #include "kv_quant_format.h"
 
 namespace parekit {
 namespace {
 
 constexpr const char* kOp = "KvQuantAttention";
-constexpr int64_t kChunkTokens = 256;  // tokens per work item (rounded to whole key groups)
 
 // float16 bits -> float32 without branches (vectorizable): exact for zeros, subnormals and normals (the
 // exponent is rebased by a multiplication by 2^112), inf and NaN keep an all-ones exponent.
@@ -205,47 +205,65 @@ PAREKIT_KVQ_HOT void attend_chunk(const Problem& pb, int64_t item, float* buf) {
   }
 }
 
+// The shape rule (OpSpec::shapes): validates the ten inputs as the kernel does and gives [B, Hq, S, D].
+// The store checks are kv_quant_format.h's, run on data-less tensors (they read shapes only).
+std::vector<Shape> kv_quant_attention_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  const int64_t bits = a.get_int("bits"), group = a.get_int("group");
+  auto view = [&](size_t i) {
+    ConstTensor t;
+    t.shape = in.at(i);
+    return t;
+  };
+  const ConstTensor q = view(0), kt = view(4), vt = view(8), mask = view(9);
+  expect_rank(kOp, "query", q, 4);
+  expect_rank(kOp, "k_tail", kt, 4);
+  const int64_t b = q.dim(0), hq = q.dim(1), s = q.dim(2), d = q.dim(3);
+  const int64_t hkv = kt.dim(1), tf = kt.dim(2);
+  if (kt.dim(0) != b || kt.dim(3) != d) {
+    fail(kOp, "input 'k_tail' has shape " + shape_text(kt.shape) + ", expected [" + std::to_string(b) +
+                  ", Hkv, Tf, " + std::to_string(d) + "] like 'query' " + shape_text(q.shape));
+  }
+  if (hkv == 0 || hq % hkv != 0) {
+    fail(kOp, "query heads Hq = " + std::to_string(hq) + " are not a multiple of the KV heads Hkv = " +
+                  std::to_string(hkv) + " ('query' " + shape_text(q.shape) + ", 'k_tail' " +
+                  shape_text(kt.shape) + ")");
+  }
+  if (vt.shape != kt.shape) {
+    fail(kOp, "input 'v_tail' has shape " + shape_text(vt.shape) + ", expected 'k_tail''s " + shape_text(kt.shape));
+  }
+  const int64_t nq = kvq::check_store(kOp, view(1), view(2), view(3), b, hkv, d, bits, group, true, "k_");
+  const int64_t nqv = kvq::check_store(kOp, view(5), view(6), view(7), b, hkv, d, bits, group, false, "v_");
+  if (nqv != nq) {
+    fail(kOp, "the value store holds " + std::to_string(nqv) + " tokens, the key store " + std::to_string(nq));
+  }
+  const int64_t t = nq + tf;
+  expect_rank(kOp, "mask", mask, 4);
+  const Shape full{b, hq, s, t};
+  for (size_t i = 0; i < 4; ++i) {
+    if (mask.dim(i) != 1 && mask.dim(i) != full[i]) {
+      fail(kOp, "input 'mask' has shape " + shape_text(mask.shape) + ", which does not broadcast to [B, Hq, S, T] = " +
+                    shape_text(full));
+    }
+  }
+  return {{b, hq, s, d}};
+}
+
 class KvQuantAttentionKernel : public Kernel {
  public:
   explicit KvQuantAttentionKernel(const Attrs& a)
-      : bits_(a.get_int("bits")), group_(a.get_int("group")), scale_(a.get_float("scale")) {}
+      : attrs_(a), bits_(a.get_int("bits")), group_(a.get_int("group")), scale_(a.get_float("scale")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor q = ctx.input(0);
     const ConstTensor kc = ctx.input(1), ks = ctx.input(2), km = ctx.input(3), kt = ctx.input(4);
     const ConstTensor vc = ctx.input(5), vs = ctx.input(6), vm = ctx.input(7), vt = ctx.input(8);
     const ConstTensor mask = ctx.input(9);
-    expect_rank(kOp, "query", q, 4);
-    expect_rank(kOp, "k_tail", kt, 4);
+    std::vector<Shape> shapes;
+    for (const ConstTensor* in : {&q, &kc, &ks, &km, &kt, &vc, &vs, &vm, &vt, &mask}) shapes.push_back(in->shape);
+    const Shape out_shape = kv_quant_attention_shapes(shapes, attrs_).at(0);
     const int64_t b = q.dim(0), hq = q.dim(1), s = q.dim(2), d = q.dim(3);
-    const int64_t hkv = kt.dim(1), tf = kt.dim(2);
-    if (kt.dim(0) != b || kt.dim(3) != d) {
-      fail(kOp, "input 'k_tail' has shape " + shape_text(kt.shape) + ", expected [" + std::to_string(b) +
-                    ", Hkv, Tf, " + std::to_string(d) + "] like 'query' " + shape_text(q.shape));
-    }
-    if (hkv == 0 || hq % hkv != 0) {
-      fail(kOp, "query heads Hq = " + std::to_string(hq) + " are not a multiple of the KV heads Hkv = " +
-                    std::to_string(hkv) + " ('query' " + shape_text(q.shape) + ", 'k_tail' " +
-                    shape_text(kt.shape) + ")");
-    }
-    if (vt.shape != kt.shape) {
-      fail(kOp, "input 'v_tail' has shape " + shape_text(vt.shape) + ", expected 'k_tail''s " + shape_text(kt.shape));
-    }
-    const int64_t nq = kvq::check_store(kOp, kc, ks, km, b, hkv, d, bits_, group_, true, "k_");
-    const int64_t nqv = kvq::check_store(kOp, vc, vs, vm, b, hkv, d, bits_, group_, false, "v_");
-    if (nqv != nq) {
-      fail(kOp, "the value store holds " + std::to_string(nqv) + " tokens, the key store " + std::to_string(nq));
-    }
-    const int64_t t = nq + tf;
-    expect_rank(kOp, "mask", mask, 4);
-    const Shape full{b, hq, s, t};
-    for (size_t i = 0; i < 4; ++i) {
-      if (mask.dim(i) != 1 && mask.dim(i) != full[i]) {
-        fail(kOp, "input 'mask' has shape " + shape_text(mask.shape) + ", which does not broadcast to [B, Hq, S, T] = " +
-                      shape_text(full));
-      }
-    }
-    Tensor out = ctx.output(0, {b, hq, s, d});
+    const int64_t hkv = kt.dim(1), tf = kt.dim(2), nq = kc.dim(2), t = nq + tf;
+    Tensor out = ctx.output(0, out_shape);
     if (b == 0 || hq == 0 || s == 0 || d == 0) return;
     MaskView mv{mask.as<bool>(), 0, 0, 0, 0};
     {
@@ -263,8 +281,8 @@ class KvQuantAttentionKernel : public Kernel {
     const int64_t rows = rep * s;  // the query rows that share one KV head
     // Token chunks (whole key groups) are the unit of work; each yields, per row, a partial softmax
     // (max, sum of exponentials, unnormalized output) that the merge below combines.
-    const int64_t chunk = std::max<int64_t>(1, kChunkTokens / group_) * group_;
-    const int64_t nchunks = std::max<int64_t>(1, (t + chunk - 1) / chunk);
+    const int64_t chunk = kv_quant_attention_chunk(group_);
+    const int64_t nchunks = kv_quant_attention_chunks(t, group_);
     const int64_t stride = d + 2;  // per row: acc[d], max, sum
     std::vector<float> partial(static_cast<size_t>(b * hkv * nchunks * rows * stride));
     const Problem pb{b,        hq,        hkv,       s,          d,         nq,        tf,           t,
@@ -304,6 +322,7 @@ class KvQuantAttentionKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   int64_t bits_, group_;
   float scale_;
 };
@@ -321,6 +340,7 @@ void register_kv_quant_attention(std::vector<OpSpec>& ops) {
                             DType::kFloat16, DType::kFloat16, DType::kFloat32, DType::kBool},
                            {DType::kFloat32}});
   spec.create = [](const Attrs& a) { return std::make_unique<KvQuantAttentionKernel>(a); };
+  spec.shapes = kv_quant_attention_shapes;
   ops.push_back(std::move(spec));
 }
 
