@@ -12,19 +12,15 @@
 #include <numeric>
 
 #include "token_common.h"
+#include "token_merge_cuda.h"
 
 namespace parekit {
 namespace {
 
 constexpr const char* kOp = "TokenMerge";
 
-// token_merge.merge_limit: r' merges that fit in n tokens with `protect` protected ones.
-int64_t merge_limit(int64_t n, int64_t r, int64_t protect) {
-  const int64_t p = std::min(protect, n);
-  const int64_t free_a = (n + 1) / 2 - (p + 1) / 2;
-  const int64_t free_b = n / 2 - p / 2;
-  return std::max<int64_t>(0, std::min({r, free_a, free_b}));
-}
+// r' (merge_limit) is shared with the CUDA kernel: token_merge_limit in token_merge_cuda.h.
+int64_t merge_limit(int64_t n, int64_t r, int64_t protect) { return token_merge_limit(n, r, protect); }
 
 // tokens::expect_same_dim on shapes (the same message), for the shape rule.
 void expect_same_dim(const char* name, const Shape& s, size_t axis, int64_t want, const Shape& ref) {
