@@ -12,39 +12,53 @@
 #include <numeric>
 
 #include "token_common.h"
+#include "token_merge_cuda.h"
 
 namespace parekit {
 namespace {
 
 constexpr const char* kOp = "TokenMerge";
 
-// token_merge.merge_limit: r' merges that fit in n tokens with `protect` protected ones.
-int64_t merge_limit(int64_t n, int64_t r, int64_t protect) {
-  const int64_t p = std::min(protect, n);
-  const int64_t free_a = (n + 1) / 2 - (p + 1) / 2;
-  const int64_t free_b = n / 2 - p / 2;
-  return std::max<int64_t>(0, std::min({r, free_a, free_b}));
+// r' (merge_limit) is shared with the CUDA kernel: token_merge_limit in token_merge_cuda.h.
+int64_t merge_limit(int64_t n, int64_t r, int64_t protect) { return token_merge_limit(n, r, protect); }
+
+// tokens::expect_same_dim on shapes (the same message), for the shape rule.
+void expect_same_dim(const char* name, const Shape& s, size_t axis, int64_t want, const Shape& ref) {
+  if (s[axis] != want) {
+    fail(kOp, std::string("input '") + name + "' has shape " + shape_text(s) + ": dim " + std::to_string(axis) +
+                  " must be " + std::to_string(want) + " to match 'tokens' " + shape_text(ref));
+  }
+}
+
+// The shape rule: tokens [B, N, C], metric [B, N, D], sizes [B, N] -> [B, M, C], [B, M], [B, N, M] with
+// M = N - merge_limit(N, r, protect).
+std::vector<Shape> token_merge_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  expect_rank(kOp, "tokens", in.at(0), 3);
+  expect_rank(kOp, "metric", in.at(1), 3);
+  expect_rank(kOp, "sizes", in.at(2), 2);
+  const Shape &tokens = in[0], &metric = in[1], &sizes = in[2];
+  for (size_t axis = 0; axis < 2; ++axis) {
+    expect_same_dim("metric", metric, axis, tokens[axis], tokens);
+    expect_same_dim("sizes", sizes, axis, tokens[axis], tokens);
+  }
+  const int64_t b = tokens[0], n = tokens[1], c = tokens[2];
+  const int64_t m = n - merge_limit(n, a.get_int("r"), a.get_int("protect"));
+  return {{b, m, c}, {b, m}, {b, n, m}};
 }
 
 class TokenMergeKernel : public Kernel {
  public:
-  explicit TokenMergeKernel(const Attrs& a) : r_(a.get_int("r")), protect_(a.get_int("protect")) {}
+  explicit TokenMergeKernel(const Attrs& a) : attrs_(a), r_(a.get_int("r")), protect_(a.get_int("protect")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor tokens = ctx.input(0), metric = ctx.input(1), sizes = ctx.input(2);
-    expect_rank(kOp, "tokens", tokens, 3);
-    expect_rank(kOp, "metric", metric, 3);
-    expect_rank(kOp, "sizes", sizes, 2);
+    const std::vector<Shape> shapes = token_merge_shapes({tokens.shape, metric.shape, sizes.shape}, attrs_);
     const int64_t b = tokens.dim(0), n = tokens.dim(1), c = tokens.dim(2), d = metric.dim(2);
-    for (size_t axis = 0; axis < 2; ++axis) {
-      tokens::expect_same_dim(kOp, "metric", metric, axis, tokens.dim(axis), "tokens", tokens.shape);
-      tokens::expect_same_dim(kOp, "sizes", sizes, axis, tokens.dim(axis), "tokens", tokens.shape);
-    }
     const int64_t r = merge_limit(n, r_, protect_);
     const int64_t m = n - r;
-    Tensor out = ctx.output(0, {b, m, c});
-    Tensor out_sizes = ctx.output(1, {b, m});
-    Tensor assign = ctx.output(2, {b, n, m});
+    Tensor out = ctx.output(0, shapes[0]);
+    Tensor out_sizes = ctx.output(1, shapes[1]);
+    Tensor assign = ctx.output(2, shapes[2]);
     const DType tt = tokens.dtype, mt = metric.dtype, zt = sizes.dtype;
     const size_t elem = dtype_size(tt);
     // The free A (even) and B (odd) positions; the reference uses i >= protect (not min(protect, n)).
@@ -216,6 +230,7 @@ class TokenMergeKernel : public Kernel {
     }
   }
 
+  Attrs attrs_;
   int64_t r_, protect_;
 };
 
@@ -234,6 +249,7 @@ void register_token_merge(std::vector<OpSpec>& ops) {
     for (DType mt : float_dtypes()) spec.variants.push_back({{t, mt, t}, {t, t, t}});
   }
   spec.create = [](const Attrs& a) { return std::make_unique<TokenMergeKernel>(a); };
+  spec.shapes = token_merge_shapes;
   ops.push_back(std::move(spec));
 }
 
