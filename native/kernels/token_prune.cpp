@@ -10,14 +10,14 @@
 #include <numeric>
 
 #include "token_common.h"
+#include "token_prune_cuda.h"
+#include "token_shape_rule.h"
 
 namespace parekit {
-namespace {
-
-constexpr const char* kOp = "TokenPrune";
 
 // TokenPrune's K = protect + kept free tokens (float32 arithmetic, like pruned_count and the body).
-int64_t pruned_count(int64_t n, float keep, int64_t protect) {
+// Declared in token_prune_cuda.h: the plugin's output shapes use it too.
+int64_t token_prune_count(int64_t n, float keep, int64_t protect) {
   const int64_t p = std::min(protect, n);
   const int64_t free = n - p;
   const float scaled = static_cast<float>(free) * keep;  // separate statements: no FMA contraction
@@ -27,22 +27,36 @@ int64_t pruned_count(int64_t n, float keep, int64_t protect) {
   return p + k;
 }
 
+namespace {
+
+constexpr const char* kOp = "TokenPrune";
+
+std::vector<Shape> token_prune_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  const Shape& tokens = in.at(0);
+  const Shape& scores = in.at(1);
+  const Shape& sizes = in.at(2);
+  expect_rank(kOp, "tokens", tokens, 3);
+  expect_rank(kOp, "scores", scores, 2);
+  expect_rank(kOp, "sizes", sizes, 2);
+  for (size_t axis = 0; axis < 2; ++axis) {
+    tokens::expect_same_dim_shape(kOp, "scores", scores, axis, tokens[axis], "tokens", tokens);
+    tokens::expect_same_dim_shape(kOp, "sizes", sizes, axis, tokens[axis], "tokens", tokens);
+  }
+  const int64_t b = tokens[0], n = tokens[1], c = tokens[2];
+  const int64_t m = token_prune_count(n, a.get_float("keep"), a.get_int("protect")) + a.get_int("fuse");
+  return {{b, m, c}, {b, m}, {b, n, m}};
+}
+
 class TokenPruneKernel : public Kernel {
  public:
   explicit TokenPruneKernel(const Attrs& a)
-      : keep_(a.get_float("keep")), protect_(a.get_int("protect")), fuse_(a.get_int("fuse")) {}
+      : attrs_(a), keep_(a.get_float("keep")), protect_(a.get_int("protect")), fuse_(a.get_int("fuse")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor tokens = ctx.input(0), scores = ctx.input(1), sizes = ctx.input(2);
-    expect_rank(kOp, "tokens", tokens, 3);
-    expect_rank(kOp, "scores", scores, 2);
-    expect_rank(kOp, "sizes", sizes, 2);
+    token_prune_shapes({tokens.shape, scores.shape, sizes.shape}, attrs_);
     const int64_t b = tokens.dim(0), n = tokens.dim(1), c = tokens.dim(2);
-    for (size_t axis = 0; axis < 2; ++axis) {
-      tokens::expect_same_dim(kOp, "scores", scores, axis, tokens.dim(axis), "tokens", tokens.shape);
-      tokens::expect_same_dim(kOp, "sizes", sizes, axis, tokens.dim(axis), "tokens", tokens.shape);
-    }
-    const int64_t count = pruned_count(n, keep_, protect_);
+    const int64_t count = token_prune_count(n, keep_, protect_);
     const int64_t p = std::min(protect_, n);
     const int64_t m = count + fuse_;
     Tensor out = ctx.output(0, {b, m, c});
@@ -111,6 +125,7 @@ class TokenPruneKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   float keep_;
   int64_t protect_, fuse_;
 };
@@ -128,6 +143,7 @@ void register_token_prune(std::vector<OpSpec>& ops) {
   // The body needs one float type for all three inputs (Where/Mul mix them), so the kernel binds the same.
   spec.variants = tokens::same_float_variants(3, 3);
   spec.create = [](const Attrs& a) { return std::make_unique<TokenPruneKernel>(a); };
+  spec.shapes = token_prune_shapes;
   ops.push_back(std::move(spec));
 }
 

@@ -6,25 +6,34 @@
 // the documented assign @ reduced + (1 - rowsum(assign)) * base exactly; for other rows the two forms
 // differ, and the kernel follows the reference.
 #include "token_common.h"
+#include "token_shape_rule.h"
 
 namespace parekit {
 namespace {
 
 constexpr const char* kOp = "TokenRestore";
 
+std::vector<Shape> token_restore_shapes(const std::vector<Shape>& in, const Attrs&) {
+  const Shape& reduced = in.at(0);
+  const Shape& assign = in.at(1);
+  const Shape& base = in.at(2);
+  expect_rank(kOp, "reduced", reduced, 3);
+  expect_rank(kOp, "assign", assign, 3);
+  expect_rank(kOp, "base", base, 3);
+  tokens::expect_same_dim_shape(kOp, "reduced", reduced, 0, base[0], "base", base);
+  tokens::expect_same_dim_shape(kOp, "reduced", reduced, 2, base[2], "base", base);
+  tokens::expect_same_dim_shape(kOp, "assign", assign, 0, base[0], "base", base);
+  tokens::expect_same_dim_shape(kOp, "assign", assign, 1, base[1], "base", base);
+  tokens::expect_same_dim_shape(kOp, "assign", assign, 2, reduced[1], "reduced", reduced);
+  return {base};
+}
+
 class TokenRestoreKernel : public Kernel {
  public:
   void compute(Context& ctx) const override {
     const ConstTensor reduced = ctx.input(0), assign = ctx.input(1), base = ctx.input(2);
-    expect_rank(kOp, "reduced", reduced, 3);
-    expect_rank(kOp, "assign", assign, 3);
-    expect_rank(kOp, "base", base, 3);
+    token_restore_shapes({reduced.shape, assign.shape, base.shape}, Attrs{});
     const int64_t b = base.dim(0), n = base.dim(1), c = base.dim(2), m = reduced.dim(1);
-    tokens::expect_same_dim(kOp, "reduced", reduced, 0, b, "base", base.shape);
-    tokens::expect_same_dim(kOp, "reduced", reduced, 2, c, "base", base.shape);
-    tokens::expect_same_dim(kOp, "assign", assign, 0, b, "base", base.shape);
-    tokens::expect_same_dim(kOp, "assign", assign, 1, n, "base", base.shape);
-    tokens::expect_same_dim(kOp, "assign", assign, 2, m, "reduced", reduced.shape);
     Tensor out = ctx.output(0, {b, n, c});
     const DType at = assign.dtype;
     const size_t elem = dtype_size(base.dtype);
@@ -59,6 +68,7 @@ void register_token_restore(std::vector<OpSpec>& ops) {
   // The body (MatMul, Mul, Add) needs one float type for all three inputs.
   spec.variants = tokens::same_float_variants(3, 1);
   spec.create = [](const Attrs&) { return std::make_unique<TokenRestoreKernel>(); };
+  spec.shapes = token_restore_shapes;
   ops.push_back(std::move(spec));
 }
 
