@@ -38,38 +38,44 @@ struct Dims {
   int64_t b, hkv, t, d, p, s, hq, group;
 };
 
-Dims check_inputs(const std::string& op, const ConstTensor& key, const ConstTensor& value,
-                  const ConstTensor& score, const ConstTensor& probs, const ConstTensor& mask) {
+// The shape rule (OpSpec::shapes, also used by the TensorRT plugins): validates the five input shapes
+// and derives the dims every kernel variant works with.
+Dims check_shapes(const std::string& op, const Shape& key, const Shape& value, const Shape& score,
+                  const Shape& probs, const Shape& mask) {
   expect_rank(op, "key", key, 4);
   expect_rank(op, "value", value, 4);
   expect_rank(op, "score", score, 3);
   expect_rank(op, "probs", probs, 4);
   expect_rank(op, "mask", mask, 2);
-  Dims d{key.dim(0), key.dim(1), key.dim(2), key.dim(3), score.dim(2), 0, probs.dim(1), 0};
-  if (value.shape != key.shape) {
-    fail(op, "input 'value' " + shape_text(value.shape) + " must have the shape of 'key' " + shape_text(key.shape));
+  Dims d{key[0], key[1], key[2], key[3], score[2], 0, probs[1], 0};
+  if (value != key) {
+    fail(op, "input 'value' " + shape_text(value) + " must have the shape of 'key' " + shape_text(key));
   }
-  if (score.dim(0) != d.b || score.dim(1) != d.hkv || d.p > d.t) {
-    fail(op, "input 'score' " + shape_text(score.shape) + " must be [B, Hkv, P] with P <= T for key " +
-                 shape_text(key.shape));
+  if (score[0] != d.b || score[1] != d.hkv || d.p > d.t) {
+    fail(op, "input 'score' " + shape_text(score) + " must be [B, Hkv, P] with P <= T for key " + shape_text(key));
   }
   d.s = d.t - d.p;
-  if (probs.dim(0) != d.b || probs.dim(3) != d.t || probs.dim(2) != d.s) {
-    fail(op, "input 'probs' " + shape_text(probs.shape) + " must be [B, Hq, S, T] with T = P + S for key " +
-                 shape_text(key.shape) + " and score " + shape_text(score.shape) + " (expected S = " +
-                 std::to_string(d.s) + ")");
+  if (probs[0] != d.b || probs[3] != d.t || probs[2] != d.s) {
+    fail(op, "input 'probs' " + shape_text(probs) + " must be [B, Hq, S, T] with T = P + S for key " +
+                 shape_text(key) + " and score " + shape_text(score) + " (expected S = " + std::to_string(d.s) + ")");
   }
   if (d.hkv < 1 || d.hq % d.hkv != 0) {
-    fail(op, "input 'probs' " + shape_text(probs.shape) + ": query heads Hq = " + std::to_string(d.hq) +
-                 " must be a multiple of the KV heads Hkv = " + std::to_string(d.hkv) + " of key " +
-                 shape_text(key.shape));
+    fail(op, "input 'probs' " + shape_text(probs) + ": query heads Hq = " + std::to_string(d.hq) +
+                 " must be a multiple of the KV heads Hkv = " + std::to_string(d.hkv) + " of key " + shape_text(key));
   }
   d.group = d.hq / d.hkv;
-  if (mask.dim(0) != d.b || mask.dim(1) != d.t) {
-    fail(op, "input 'mask' " + shape_text(mask.shape) + " must be [B, T] = " + shape_text({d.b, d.t}) +
-                 " for key " + shape_text(key.shape));
+  if (mask[0] != d.b || mask[1] != d.t) {
+    fail(op, "input 'mask' " + shape_text(mask) + " must be [B, T] = " + shape_text({d.b, d.t}) + " for key " +
+                 shape_text(key));
   }
   return d;
+}
+
+std::vector<Shape> kv_evict_shapes(const std::string& op, const std::vector<Shape>& in, const Attrs& a) {
+  if (in.size() != 5) fail(op, "expects 5 inputs (key, value, score, probs, mask), got " + std::to_string(in.size()));
+  const Dims d = check_shapes(op, in[0], in[1], in[2], in[3], in[4]);
+  const int64_t k = std::min(d.t, a.get_int("budget"));
+  return {{d.b, d.hkv, k, d.d}, {d.b, d.hkv, k, d.d}, {d.b, d.hkv, k}};
 }
 
 // NumPy's pairwise summation of n float32 values (numpy/_core/src/umath/loops_utils.h.src), used where
@@ -121,7 +127,7 @@ class KvEvictKernel : public Kernel {
   void compute(Context& ctx) const override {
     const ConstTensor key = ctx.input(0), value = ctx.input(1), score = ctx.input(2), probs = ctx.input(3),
                       mask = ctx.input(4);
-    const Dims d = check_inputs(op_, key, value, score, probs, mask);
+    const Dims d = check_shapes(op_, key.shape, value.shape, score.shape, probs.shape, mask.shape);
     const int64_t k = std::min(d.t, budget_);
     Tensor key_out = ctx.output(0, {d.b, d.hkv, k, d.d});
     Tensor value_out = ctx.output(1, {d.b, d.hkv, k, d.d});
@@ -308,6 +314,7 @@ OpSpec evict_spec(const std::string& name, Policy policy, std::vector<AttrDecl> 
   const DType f = DType::kFloat32;
   for (DType m : mask_dtypes()) spec.variants.push_back({{f, f, f, f, m}, {f, f, f}});
   spec.create = [policy, name](const Attrs& a) { return std::make_unique<KvEvictKernel>(a, policy, name); };
+  spec.shapes = [name](const std::vector<Shape>& in, const Attrs& a) { return kv_evict_shapes(name, in, a); };
   return spec;
 }
 
