@@ -148,18 +148,39 @@ PAREKIT_KVQ_HOT void dequant_items(const DequantProblem& pb, int64_t begin, int6
   }
 }
 
+using ShapeRule = std::vector<Shape> (*)(const std::vector<Shape>&, const Attrs&);
+
+// The shape rule (the kernel's checks, run on shapes only): cache [B, H, Nq + R, D].
+std::vector<Shape> kv_dequant_shapes(const std::vector<Shape>& in, const Attrs& a, const char* op, bool per_channel) {
+  const auto shape_only = [](const Shape& s) { return ConstTensor{DType::kFloat32, s, nullptr}; };
+  const ConstTensor codes = shape_only(in.at(0)), scale = shape_only(in.at(1)), mn = shape_only(in.at(2));
+  const ConstTensor residual = shape_only(in.at(3));
+  expect_rank(op, "residual", residual, 4);
+  const int64_t b = residual.dim(0), h = residual.dim(1), r = residual.dim(2), d = residual.dim(3);
+  const int64_t nq = kvq::check_store(op, codes, scale, mn, b, h, d, a.get_int("bits"), a.get_int("group"), per_channel);
+  return {{b, h, nq + r, d}};
+}
+
+std::vector<Shape> kv_dequant_key_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  return kv_dequant_shapes(in, a, "KvDequantKey", true);
+}
+std::vector<Shape> kv_dequant_value_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  return kv_dequant_shapes(in, a, "KvDequantValue", false);
+}
+
 class KvDequantKernel : public Kernel {
  public:
   KvDequantKernel(const Attrs& a, const char* op, bool per_channel)
-      : op_(op), per_channel_(per_channel), bits_(a.get_int("bits")), group_(a.get_int("group")) {}
+      : attrs_(a), op_(op), per_channel_(per_channel), bits_(a.get_int("bits")), group_(a.get_int("group")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor codes = ctx.input(0), scale = ctx.input(1), mn = ctx.input(2), residual = ctx.input(3);
-    expect_rank(op_, "residual", residual, 4);
+    const Shape cache =
+        kv_dequant_shapes({codes.shape, scale.shape, mn.shape, residual.shape}, attrs_, op_, per_channel_).at(0);
     const int64_t b = residual.dim(0), h = residual.dim(1), r = residual.dim(2), d = residual.dim(3);
-    const int64_t nq = kvq::check_store(op_, codes, scale, mn, b, h, d, bits_, group_, per_channel_);
+    const int64_t nq = codes.dim(2);
     const int64_t t = nq + r;
-    Tensor out = ctx.output(0, {b, h, t, d});
+    Tensor out = ctx.output(0, cache);
     const int64_t rows = b * h;
     if (rows == 0 || t == 0 || d == 0) return;
     const int64_t dp = d / kvq::codes_per_byte(bits_);
@@ -174,12 +195,13 @@ class KvDequantKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   const char* op_;
   bool per_channel_;
   int64_t bits_, group_;
 };
 
-OpSpec dequant_spec(const char* name, bool per_channel) {
+OpSpec dequant_spec(const char* name, bool per_channel, ShapeRule rule) {
   OpSpec spec;
   spec.name = name;
   spec.version = "1";
@@ -188,14 +210,15 @@ OpSpec dequant_spec(const char* name, bool per_channel) {
   spec.attrs = {int_attr("bits", 8, true, 4, true, 8), int_attr("group", 32, true, 1)};
   spec.variants.push_back({{DType::kInt8, DType::kFloat16, DType::kFloat16, DType::kFloat32}, {DType::kFloat32}});
   spec.create = [name, per_channel](const Attrs& a) { return std::make_unique<KvDequantKernel>(a, name, per_channel); };
+  spec.shapes = rule;
   return spec;
 }
 
 }  // namespace
 
 void register_kv_dequant(std::vector<OpSpec>& ops) {
-  ops.push_back(dequant_spec("KvDequantKey", true));
-  ops.push_back(dequant_spec("KvDequantValue", false));
+  ops.push_back(dequant_spec("KvDequantKey", true, kv_dequant_key_shapes));
+  ops.push_back(dequant_spec("KvDequantValue", false, kv_dequant_value_shapes));
 }
 
 }  // namespace parekit

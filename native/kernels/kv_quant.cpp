@@ -15,31 +15,57 @@
 namespace parekit {
 namespace {
 
+using ShapeRule = std::vector<Shape> (*)(const std::vector<Shape>&, const Attrs&);
+
+ConstTensor shape_only(const Shape& s) { return ConstTensor{DType::kFloat32, s, nullptr}; }
+
+// The shape rule (the kernel's checks, run on shapes only): codes', scale', min', residual'.
+std::vector<Shape> kv_quant_shapes(const std::vector<Shape>& in, const Attrs& a, const char* op, bool per_channel) {
+  const int64_t bits = a.get_int("bits"), group = a.get_int("group"), keep = a.get_int("residual");
+  const ConstTensor codes = shape_only(in.at(0)), scale = shape_only(in.at(1)), mn = shape_only(in.at(2));
+  const ConstTensor residual = shape_only(in.at(3)), fresh = shape_only(in.at(4));
+  expect_rank(op, "residual", residual, 4);
+  const int64_t b = residual.dim(0), h = residual.dim(1), r = residual.dim(2), d = residual.dim(3);
+  kvq::check_float_rows(op, "new", fresh, b, h, d, "'residual' " + shape_text(residual.shape));
+  const int64_t nq = kvq::check_store(op, codes, scale, mn, b, h, d, bits, group, per_channel);
+  const int64_t len = r + fresh.dim(2);
+  const int64_t n = std::max<int64_t>(0, len - keep) / group * group;
+  const int64_t dp = d / kvq::codes_per_byte(bits);
+  const Shape small = per_channel ? Shape{b, h, (nq + n) / group, d} : Shape{b, h, nq + n, d / group};
+  return {{b, h, nq + n, dp}, small, small, {b, h, len - n, d}};
+}
+
+std::vector<Shape> kv_quant_key_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  return kv_quant_shapes(in, a, "KvQuantKey", true);
+}
+std::vector<Shape> kv_quant_value_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  return kv_quant_shapes(in, a, "KvQuantValue", false);
+}
+
 class KvQuantKernel : public Kernel {
  public:
   KvQuantKernel(const Attrs& a, const char* op, bool per_channel)
-      : op_(op),
+      : attrs_(a),
+        op_(op),
         per_channel_(per_channel),
         bits_(a.get_int("bits")),
-        group_(a.get_int("group")),
-        keep_(a.get_int("residual")) {}
+        group_(a.get_int("group")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor codes = ctx.input(0), scale = ctx.input(1), mn = ctx.input(2);
     const ConstTensor residual = ctx.input(3), fresh = ctx.input(4);
-    expect_rank(op_, "residual", residual, 4);
+    const std::vector<Shape> shapes =
+        kv_quant_shapes({codes.shape, scale.shape, mn.shape, residual.shape, fresh.shape}, attrs_, op_, per_channel_);
     const int64_t b = residual.dim(0), h = residual.dim(1), r = residual.dim(2), d = residual.dim(3);
-    kvq::check_float_rows(op_, "new", fresh, b, h, d, "'residual' " + shape_text(residual.shape));
-    const int64_t nq = kvq::check_store(op_, codes, scale, mn, b, h, d, bits_, group_, per_channel_);
+    const int64_t nq = codes.dim(2);
     const int64_t s = fresh.dim(2), len = r + s;
-    const int64_t n = std::max<int64_t>(0, len - keep_) / group_ * group_;
+    const int64_t n = shapes[0][2] - nq;
     const int64_t dp = d / kvq::codes_per_byte(bits_);
     const int64_t ng = per_channel_ ? 0 : d / group_;  // values: scale columns per token
-    const Shape small = per_channel_ ? Shape{b, h, (nq + n) / group_, d} : Shape{b, h, nq + n, ng};
-    Tensor codes_out = ctx.output(0, {b, h, nq + n, dp});
-    Tensor scale_out = ctx.output(1, small);
-    Tensor min_out = ctx.output(2, small);
-    Tensor res_out = ctx.output(3, {b, h, len - n, d});
+    Tensor codes_out = ctx.output(0, shapes[0]);
+    Tensor scale_out = ctx.output(1, shapes[1]);
+    Tensor min_out = ctx.output(2, shapes[2]);
+    Tensor res_out = ctx.output(3, shapes[3]);
     const int64_t rows = b * h;
     if (rows == 0 || d == 0) return;
 
@@ -143,12 +169,13 @@ class KvQuantKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   const char* op_;
   bool per_channel_;
-  int64_t bits_, group_, keep_;
+  int64_t bits_, group_;
 };
 
-OpSpec quant_spec(const char* name, bool per_channel) {
+OpSpec quant_spec(const char* name, bool per_channel, ShapeRule rule) {
   OpSpec spec;
   spec.name = name;
   spec.version = "1";
@@ -159,14 +186,15 @@ OpSpec quant_spec(const char* name, bool per_channel) {
   spec.variants.push_back({{DType::kInt8, DType::kFloat16, DType::kFloat16, DType::kFloat32, DType::kFloat32},
                            {DType::kInt8, DType::kFloat16, DType::kFloat16, DType::kFloat32}});
   spec.create = [name, per_channel](const Attrs& a) { return std::make_unique<KvQuantKernel>(a, name, per_channel); };
+  spec.shapes = rule;
   return spec;
 }
 
 }  // namespace
 
 void register_kv_quant(std::vector<OpSpec>& ops) {
-  ops.push_back(quant_spec("KvQuantKey", true));
-  ops.push_back(quant_spec("KvQuantValue", false));
+  ops.push_back(quant_spec("KvQuantKey", true, kv_quant_key_shapes));
+  ops.push_back(quant_spec("KvQuantValue", false, kv_quant_value_shapes));
 }
 
 }  // namespace parekit
