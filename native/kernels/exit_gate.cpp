@@ -20,22 +20,26 @@
 #include <vector>
 
 #include "core.h"
+#include "exit_gate_cuda.h"
 #include "fast_exp.h"
 
 namespace parekit {
 namespace {
-
 const char* const kOp = "ExitGate";
+}  // namespace
 
-enum class Signal { kMargin, kEntropy, kMaxprob, kCosine };
-
-Signal parse_signal(const std::string& s) {
-  if (s == "margin") return Signal::kMargin;
-  if (s == "entropy") return Signal::kEntropy;
-  if (s == "maxprob") return Signal::kMaxprob;
-  if (s == "cosine") return Signal::kCosine;
+// Shared with the CUDA launcher and the TensorRT plugin (exit_gate_cuda.h): one list, one message.
+ExitSignal exit_signal_from_name(const std::string& s) {
+  if (s == "margin") return ExitSignal::kMargin;
+  if (s == "entropy") return ExitSignal::kEntropy;
+  if (s == "maxprob") return ExitSignal::kMaxprob;
+  if (s == "cosine") return ExitSignal::kCosine;
   fail(kOp, "attribute 'signal' must be one of margin, entropy, maxprob, cosine, got '" + s + "'");
 }
+
+namespace {
+
+using Signal = ExitSignal;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PAREKIT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -210,35 +214,46 @@ double softmax_score(const float* x, int64_t v, Signal signal, float* e) {
   return std::log(s) - w / s;
 }
 
+// The shape rule (OpSpec::shapes): x [..., V] (rank >= 2, V >= 1), prev (cosine only) of x's shape;
+// score and take are x's shape without the last axis. The signal is parsed here too, so that an unknown
+// one is refused wherever the rule runs (the TensorRT plugin's build and run time included).
+std::vector<Shape> exit_gate_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  const Signal signal = exit_signal_from_name(a.get_string("signal"));
+  const bool has_prev = in.size() > 1;
+  if (signal == Signal::kCosine && !has_prev) {
+    fail(kOp, "signal=cosine needs input 'prev' (the previous exit's output)");
+  }
+  if (signal != Signal::kCosine && has_prev) fail(kOp, "input 'prev' is only read by signal=cosine");
+  const Shape& x = in.at(0);
+  if (x.size() < 2) fail(kOp, "input 'x' must have rank >= 2 [..., V], got shape " + shape_text(x));
+  if (x.back() < 1) fail(kOp, "input 'x' must have a non-empty last axis, got shape " + shape_text(x));
+  if (has_prev && in[1] != x) {
+    fail(kOp, "input 'prev' " + shape_text(in[1]) + " must have the shape of 'x' " + shape_text(x));
+  }
+  const Shape rows(x.begin(), x.end() - 1);
+  return {rows, rows};
+}
+
 class ExitGateKernel : public Kernel {
  public:
   explicit ExitGateKernel(const Attrs& a)
-      : signal_(parse_signal(a.get_string("signal"))), threshold_(a.get_float("threshold")) {}
+      : attrs_(a), signal_(exit_signal_from_name(a.get_string("signal"))), threshold_(a.get_float("threshold")) {}
 
   void compute(Context& ctx) const override {
     const ConstTensor x = ctx.input(0);
     const bool has_prev = ctx.num_inputs() > 1;
-    if (signal_ == Signal::kCosine && !has_prev) {
-      fail(kOp, "signal=cosine needs input 'prev' (the previous exit's output)");
-    }
-    if (signal_ != Signal::kCosine && has_prev) {
-      fail(kOp, "input 'prev' is only read by signal=cosine");
-    }
-    if (x.rank() < 2) fail(kOp, "input 'x' must have rank >= 2 [..., V], got shape " + shape_text(x.shape));
-    const int64_t v = x.shape.back();
-    if (v < 1) fail(kOp, "input 'x' must have a non-empty last axis, got shape " + shape_text(x.shape));
+    std::vector<Shape> in_shapes{x.shape};
     ConstTensor prev;
     if (has_prev) {
       prev = ctx.input(1);
-      if (prev.shape != x.shape) {
-        fail(kOp, "input 'prev' " + shape_text(prev.shape) + " must have the shape of 'x' " + shape_text(x.shape));
-      }
-      if (prev.dtype != x.dtype) fail(kOp, "input 'prev' must have the dtype of 'x'");
+      in_shapes.push_back(prev.shape);
     }
+    const Shape rows_shape = exit_gate_shapes(in_shapes, attrs_).at(0);
+    const int64_t v = x.shape.back();
+    if (has_prev && prev.dtype != x.dtype) fail(kOp, "input 'prev' must have the dtype of 'x'");
     if (x.dtype != DType::kFloat32 && x.dtype != DType::kFloat16) {
       fail(kOp, std::string("input 'x' must be float32 or float16, got ") + dtype_name(x.dtype));
     }
-    const Shape rows_shape(x.shape.begin(), x.shape.end() - 1);
     Tensor score = ctx.output(0, rows_shape);
     Tensor take = ctx.output(1, rows_shape);
     const int64_t rows = numel(rows_shape);
@@ -276,6 +291,7 @@ class ExitGateKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   Signal signal_;
   float threshold_;
 };
@@ -294,6 +310,7 @@ void register_exit_gate(std::vector<OpSpec>& ops) {
     spec.variants.push_back({{t, t}, {DType::kFloat32, DType::kBool}});
   }
   spec.create = [](const Attrs& a) { return std::make_unique<ExitGateKernel>(a); };
+  spec.shapes = exit_gate_shapes;
   ops.push_back(std::move(spec));
 }
 
