@@ -6,6 +6,7 @@
 // exp/log/sqrt of the final formula may differ from glibc's by an ulp of a double (far below float32).
 // No scratch: the twin's per-block buffers of exponentials are recomputed inline, value for value.
 #include "device.h"
+#include "fast_exp.h"
 #include "exit_gate_cuda.h"
 
 namespace parekit {
@@ -14,23 +15,6 @@ namespace {
 const char* const kOp = "ExitGate";
 constexpr int kLanes = 8;
 
-// fast_exp.h's exp_nonpositive, operation for operation (that header is host-only: not PAREKIT_HD).
-PAREKIT_HD inline float exp_nonpositive_hd(float x) {
-  const float xc = x >= -87.5f ? (x <= 0.0f ? x : 0.0f) : -87.5f;  // NaN -> -87.5 (handled below)
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);
-  const float e = p * dev::bits_to_float(static_cast<uint32_t>(bits));
-  return x >= -87.5f ? e : (x != x ? x : 0.0f);
-}
 
 PAREKIT_HD inline double lane_total(const double* l) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
@@ -98,14 +82,14 @@ PAREKIT_HD double exp_sums(const typename A::storage* x, int64_t v, float top, b
   for (; i + kLanes <= v; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const float z = A::load(x, i + l) - top;
-      const double e = static_cast<double>(exp_nonpositive_hd(z));
+      const double e = static_cast<double>(exp_nonpositive(z));
       ls[l] += e;
       if (weighted) lw[l] += e * static_cast<double>(z > -88.0f ? z : -88.0f);
     }
   }
   for (; i < v; ++i) {
     const float z = A::load(x, i) - top;
-    const double e = static_cast<double>(exp_nonpositive_hd(z));
+    const double e = static_cast<double>(exp_nonpositive(z));
     s += e;
     if (weighted) tail_w += e * static_cast<double>(z > -88.0f ? z : -88.0f);
   }

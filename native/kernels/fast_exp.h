@@ -1,5 +1,6 @@
-// exp for the softmax kernels (AttentionProbs, KvQuantAttention): float32, inlined into every
-// ISA version of its callers so the loops that call it vectorize.
+// exp for the softmax kernels (AttentionProbs, KvQuantAttention, ExitGate): float32, inlined into every
+// ISA version of its callers so the loops that call it vectorize. The CUDA kernels (.cu, nvcc) use the
+// very same function (host and device), so device, host emulation and CPU twin round alike.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +8,9 @@
 
 namespace parekit {
 
-#if defined(__GNUC__)
+#if defined(__CUDACC__)
+#define PAREKIT_ALWAYS_INLINE __host__ __device__ inline
+#elif defined(__GNUC__)
 #define PAREKIT_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define PAREKIT_ALWAYS_INLINE inline
@@ -28,8 +31,12 @@ PAREKIT_ALWAYS_INLINE float exp_nonpositive(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);
+#if defined(__CUDA_ARCH__)
+  const float two_n = __int_as_float(bits);
+#else
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
+#endif
   const float e = p * two_n;
   return x >= -87.5f ? e : (x != x ? x : 0.0f);
 }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "device.h"
+#include "fast_exp.h"
 #include "kv_quant_attention_cuda.h"
 
 namespace parekit {
@@ -21,23 +22,6 @@ namespace {
 
 constexpr const char* kOp = "KvQuantAttention";
 
-// exp(x) for x <= 0: the twin's exp_nonpositive (fast_exp.h, host-only there), the same float ops.
-PAREKIT_HD inline float exp_nonpositive_hd(float x) {
-  const float xc = x >= -87.5f ? (x <= 0.0f ? x : 0.0f) : -87.5f;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);
-  const float e = p * dev::bits_to_float(static_cast<uint32_t>(bits));
-  return x >= -87.5f ? e : (x != x ? x : 0.0f);
-}
 
 PAREKIT_HD inline float exp_hd(float x) {
 #ifdef __CUDA_ARCH__
@@ -173,7 +157,7 @@ void launch_kv_quant_attention(const KvQuantAttentionParams& p, const Launch& la
     pr[g.d] = top;
     pr[g.d + 1] = 0.0f;
     if (top == ninf) return;  // nothing visible in this chunk
-    for (int64_t k = 0; k < n; ++k) e[k] = exp_nonpositive_hd(e[k] - top);
+    for (int64_t k = 0; k < n; ++k) e[k] = exp_nonpositive(e[k] - top);
     pr[g.d + 1] = dot8([=](int64_t k) { return e[k]; }, [](int64_t) { return 1.0f; }, n);
   });
 
