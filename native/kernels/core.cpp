@@ -1,4 +1,5 @@
 #include "core.h"
+#include "float16.h"
 
 #include <algorithm>
 #include <climits>
@@ -55,60 +56,9 @@ std::string shape_text(const Shape& shape) {
   return out.str();
 }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalize
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400u) == 0);
-      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-uint16_t float_to_half(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, sizeof x);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) {  // inf or nan
-    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
-  }
-  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (abs < 0x38800000u) {  // subnormal half (or zero): round abs * 2^24 to an integer, ties to even
-    float a;
-    std::memcpy(&a, &abs, sizeof a);
-    const float scaled = a * 16777216.0f;  // exact: a < 2^-14
-    const float r = std::nearbyint(scaled);  // default rounding mode: to nearest even
-    return static_cast<uint16_t>(sign | static_cast<uint32_t>(r));
-  }
-  // normal: drop 13 mantissa bits with round-to-nearest-even
-  const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);
-  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
-}
-
-uint16_t float_to_bf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, sizeof x);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet nan
-  const uint32_t rounded = x + 0x7fffu + ((x >> 16) & 1u);
-  return static_cast<uint16_t>(rounded >> 16);
-}
+float half_to_float(uint16_t h) { return fp16::half_to_float(h); }
+uint16_t float_to_half(float f) { return fp16::float_to_half(f); }
+uint16_t float_to_bf16(float f) { return fp16::float_to_bf16(f); }
 
 double load_as_double(const void* data, DType t, int64_t i) {
   switch (t) {
