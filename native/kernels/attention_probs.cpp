@@ -132,26 +132,36 @@ PAREKIT_HOT void softmax_row(float* sc, const unsigned char* m, int64_t a, int64
   std::fill(o + z, o + t, 0.0f);
 }
 
+std::vector<Shape> attention_probs_shapes(const std::vector<Shape>& in, const Attrs&) {
+  static const std::string op = "AttentionProbs";
+  const Shape& q = in.at(0);
+  const Shape& k = in.at(1);
+  const Shape& mask = in.at(2);
+  expect_rank(op, "q", q, 4);
+  expect_rank(op, "k", k, 4);
+  expect_rank(op, "mask", mask, 4);
+  const int64_t b = q[0], h = q[1], s = q[2], d = q[3], t = k[2];
+  if (k[0] != b || k[1] != h || k[3] != d) {
+    fail(op, "input 'k' " + shape_text(k) + " must be [B, H, T, D] for q " + shape_text(q));
+  }
+  const int64_t mh = mask[1];
+  if (mask[0] != b || (mh != 1 && mh != h) || mask[2] != s || mask[3] != t) {
+    fail(op, "input 'mask' " + shape_text(mask) + " must be [B, 1 or H, S, T] for q " + shape_text(q) + " and k " +
+                 shape_text(k));
+  }
+  return {{b, h, s, t}};
+}
+
 class AttentionProbsKernel : public Kernel {
  public:
   explicit AttentionProbsKernel(const Attrs& a) : scale_(a.get_float("scale")) {}
 
   void compute(Context& ctx) const override {
-    static const std::string op = "AttentionProbs";
     const ConstTensor q = ctx.input(0), k = ctx.input(1), mask = ctx.input(2);
-    expect_rank(op, "q", q, 4);
-    expect_rank(op, "k", k, 4);
-    expect_rank(op, "mask", mask, 4);
+    const Shape out_shape = attention_probs_shapes({q.shape, k.shape, mask.shape}, Attrs{}).at(0);
     const int64_t b = q.dim(0), h = q.dim(1), s = q.dim(2), d = q.dim(3), t = k.dim(2);
-    if (k.dim(0) != b || k.dim(1) != h || k.dim(3) != d) {
-      fail(op, "input 'k' " + shape_text(k.shape) + " must be [B, H, T, D] for q " + shape_text(q.shape));
-    }
     const int64_t mh = mask.dim(1);
-    if (mask.dim(0) != b || (mh != 1 && mh != h) || mask.dim(2) != s || mask.dim(3) != t) {
-      fail(op, "input 'mask' " + shape_text(mask.shape) + " must be [B, 1 or H, S, T] for q " + shape_text(q.shape) +
-                   " and k " + shape_text(k.shape));
-    }
-    Tensor out = ctx.output(0, {b, h, s, t});
+    Tensor out = ctx.output(0, out_shape);
     if (out.size() == 0) return;
     const float scale = scale_ != 0.0f ? scale_ : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     const float* qd = q.as<float>();
@@ -242,6 +252,7 @@ void register_attention_probs(std::vector<OpSpec>& ops) {
   spec.attrs = {float_attr("scale", 0.0f, true, 0.0)};
   spec.variants.push_back({{DType::kFloat32, DType::kFloat32, DType::kBool}, {DType::kFloat32}});
   spec.create = [](const Attrs& a) { return std::make_unique<AttentionProbsKernel>(a); };
+  spec.shapes = attention_probs_shapes;
   ops.push_back(std::move(spec));
 }
 

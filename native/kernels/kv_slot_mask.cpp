@@ -16,27 +16,56 @@
 namespace parekit {
 namespace {
 
+std::vector<Shape> kv_slot_mask_shapes(const std::vector<Shape>& in, const Attrs& a) {
+  static const std::string op = "KvSlotMask";
+  const int64_t group = a.get_int("group");
+  const Shape& mask = in.at(0);
+  const Shape& score = in.at(1);
+  expect_rank(op, "attn_mask", mask, 4);
+  expect_rank(op, "score", score, 3);
+  const int64_t b = score[0], hkv = score[1], p = score[2];
+  const int64_t hq = hkv * group, mh = mask[1], s = mask[2], t = mask[3];
+  if (mask[0] != b || (mh != 1 && mh != hq)) {
+    fail(op, "input 'attn_mask' " + shape_text(mask) + " must be [B, 1 or Hkv*group = " + std::to_string(hq) +
+                 ", S, T] for score " + shape_text(score) + " and group " + std::to_string(group));
+  }
+  if (p > t) {
+    fail(op, "input 'score' " + shape_text(score) + " has P = " + std::to_string(p) +
+                 " past slots, more than the T = " + std::to_string(t) + " slots of attn_mask " + shape_text(mask));
+  }
+  return {{b, hq, s, t}};
+}
+
+std::vector<Shape> kv_mask_remap_shapes(const std::vector<Shape>& in, const Attrs&) {
+  static const std::string op = "KvMaskRemap";
+  const Shape& mask = in.at(0);
+  const Shape& past = in.at(1);
+  const Shape& ids = in.at(2);
+  expect_rank(op, "attention_mask", mask, 2);
+  expect_rank(op, "past", past, 4);
+  expect_rank(op, "input_ids", ids, 2);
+  const int64_t b = mask[0], n = mask[1], p = past[2], s = ids[1];
+  if (past[0] != b || ids[0] != b) {
+    fail(op, "batch sizes differ: attention_mask " + shape_text(mask) + ", past " + shape_text(past) +
+                 ", input_ids " + shape_text(ids));
+  }
+  if (s > n) {
+    fail(op, "input 'input_ids' " + shape_text(ids) + " has S = " + std::to_string(s) +
+                 " new tokens, more than the N = " + std::to_string(n) + " columns of attention_mask " +
+                 shape_text(mask));
+  }
+  return {{b, p + s}};
+}
+
 class KvSlotMaskKernel : public Kernel {
  public:
-  explicit KvSlotMaskKernel(const Attrs& a) : group_(a.get_int("group")) {}
+  explicit KvSlotMaskKernel(const Attrs& a) : attrs_(a), group_(a.get_int("group")) {}
   void compute(Context& ctx) const override {
-    static const std::string op = "KvSlotMask";
     const ConstTensor mask = ctx.input(0), score = ctx.input(1);
-    expect_rank(op, "attn_mask", mask, 4);
-    expect_rank(op, "score", score, 3);
+    const Shape out_shape = kv_slot_mask_shapes({mask.shape, score.shape}, attrs_).at(0);
     const int64_t b = score.dim(0), hkv = score.dim(1), p = score.dim(2);
-    const int64_t hq = hkv * group_, mh = mask.dim(1), s = mask.dim(2), t = mask.dim(3);
-    if (mask.dim(0) != b || (mh != 1 && mh != hq)) {
-      fail(op, "input 'attn_mask' " + shape_text(mask.shape) + " must be [B, 1 or Hkv*group = " +
-                   std::to_string(hq) + ", S, T] for score " + shape_text(score.shape) + " and group " +
-                   std::to_string(group_));
-    }
-    if (p > t) {
-      fail(op, "input 'score' " + shape_text(score.shape) + " has P = " + std::to_string(p) +
-                   " past slots, more than the T = " + std::to_string(t) + " slots of attn_mask " +
-                   shape_text(mask.shape));
-    }
-    Tensor out = ctx.output(0, {b, hq, s, t});
+    const int64_t hq = out_shape[1], mh = mask.dim(1), s = mask.dim(2), t = mask.dim(3);
+    Tensor out = ctx.output(0, out_shape);
     const auto* in = static_cast<const unsigned char*>(mask.data);
     auto* dst = static_cast<unsigned char*>(out.data);
     const float* sc = score.as<float>();
@@ -66,6 +95,7 @@ class KvSlotMaskKernel : public Kernel {
   }
 
  private:
+  Attrs attrs_;
   int64_t group_;
 };
 
@@ -79,22 +109,10 @@ std::vector<unsigned char> one_of(DType t) {
 class KvMaskRemapKernel : public Kernel {
  public:
   void compute(Context& ctx) const override {
-    static const std::string op = "KvMaskRemap";
     const ConstTensor mask = ctx.input(0), past = ctx.input(1), ids = ctx.input(2);
-    expect_rank(op, "attention_mask", mask, 2);
-    expect_rank(op, "past", past, 4);
-    expect_rank(op, "input_ids", ids, 2);
+    const Shape out_shape = kv_mask_remap_shapes({mask.shape, past.shape, ids.shape}, Attrs{}).at(0);
     const int64_t b = mask.dim(0), n = mask.dim(1), p = past.dim(2), s = ids.dim(1);
-    if (past.dim(0) != b || ids.dim(0) != b) {
-      fail(op, "batch sizes differ: attention_mask " + shape_text(mask.shape) + ", past " +
-                   shape_text(past.shape) + ", input_ids " + shape_text(ids.shape));
-    }
-    if (s > n) {
-      fail(op, "input 'input_ids' " + shape_text(ids.shape) + " has S = " + std::to_string(s) +
-                   " new tokens, more than the N = " + std::to_string(n) + " columns of attention_mask " +
-                   shape_text(mask.shape));
-    }
-    Tensor out = ctx.output(0, {b, p + s});
+    Tensor out = ctx.output(0, out_shape);
     const size_t elem = dtype_size(mask.dtype);
     const std::vector<unsigned char> one = one_of(mask.dtype);
     const auto* in = static_cast<const unsigned char*>(mask.data);
@@ -129,6 +147,7 @@ void register_kv_slot_mask(std::vector<OpSpec>& ops) {
       for (DType id : {DType::kInt64, DType::kInt32}) spec.variants.push_back({{m, DType::kFloat32, id}, {m}});
     }
     spec.create = [](const Attrs&) { return std::make_unique<KvMaskRemapKernel>(); };
+    spec.shapes = kv_mask_remap_shapes;
     ops.push_back(std::move(spec));
   }
   {
@@ -140,6 +159,7 @@ void register_kv_slot_mask(std::vector<OpSpec>& ops) {
     spec.attrs = {int_attr("group", 1, true, 1)};
     spec.variants.push_back({{DType::kBool, DType::kFloat32}, {DType::kBool}});
     spec.create = [](const Attrs& a) { return std::make_unique<KvSlotMaskKernel>(a); };
+    spec.shapes = kv_slot_mask_shapes;
     ops.push_back(std::move(spec));
   }
 }
