@@ -78,7 +78,15 @@ def test_every_op_has_a_creator_that_matches_its_opdef(trt_plugin_library):
     assert all(op["created"] >= 1 and op["refused"] >= 1 for op in report["ops"])
 
 
+def _gpu_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return sum(line.startswith("GPU ") for line in done.stdout.splitlines()) if done.returncode == 0 else 0
+
+
 @pytest.mark.gpu
+@pytest.mark.skipif(_gpu_count() == 0, reason="needs a CUDA GPU (nvidia-smi -L lists none)")
 def test_plugins_on_the_gpu(trt_plugin_library, native_library):
     """Every plugin's enqueue on cudaMalloc'd buffers against the reference vectors (GPU machines)."""
     harness = trt_plugin_library.parent / "parekit_plugin_tests"
