@@ -58,6 +58,59 @@ void dispatch_float(DType t, const char* op, F&& f) {
   }
 }
 
+// NumPy's pairwise sum of get(0) .. get(n - 1) in accumulator type Acc (the CPU twins' pairwise_sum), without recursion: a post-order
+// walk of the same split tree with an explicit stack (depth <= 62 for any int64 n).
+template <typename Acc, typename Get>
+PAREKIT_HD Acc pairwise_sum(const Get& get, int64_t n) {
+  struct Frame {
+    int64_t off, len;
+    int stage;
+  };
+  Frame stack[64];
+  Acc vals[64];
+  int top = 0, nv = 0;
+  stack[top++] = {0, n, 0};
+  while (top > 0) {
+    Frame& f = stack[top - 1];
+    if (f.len <= 128) {
+      const int64_t off = f.off, len = f.len;
+      Acc res;
+      if (len < 8) {
+        res = Acc(0);
+        for (int64_t i = 0; i < len; ++i) res += get(off + i);
+      } else {
+        Acc r[8];
+        for (int j = 0; j < 8; ++j) r[j] = get(off + j);
+        int64_t i = 8;
+        for (; i < len - (len % 8); i += 8) {
+          for (int j = 0; j < 8; ++j) r[j] += get(off + i + j);
+        }
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < len; ++i) res += get(off + i);
+      }
+      --top;
+      vals[nv++] = res;
+      continue;
+    }
+    int64_t n2 = f.len / 2;
+    n2 -= n2 % 8;
+    if (f.stage == 0) {
+      f.stage = 1;
+      stack[top++] = {f.off, n2, 0};
+    } else if (f.stage == 1) {
+      f.stage = 2;
+      stack[top++] = {f.off + n2, f.len - n2, 0};
+    } else {
+      --top;
+      const Acc right = vals[--nv];
+      const Acc left = vals[--nv];
+      vals[nv++] = left + right;
+    }
+  }
+  return vals[0];
+}
+
+
 void check_launch(const char* op, cudaError_t err);
 
 template <typename F>

@@ -56,61 +56,9 @@ PAREKIT_HD inline bool mask_positive(const void* m, DType t, int64_t i) {
   }
 }
 
-// NumPy's pairwise summation (the twin's pairwise_sum, stride 1) for n <= 128.
-PAREKIT_HD inline float pairwise_leaf(const float* a, int64_t n) {
-  if (n < 8) {
-    float res = 0.0f;
-    for (int64_t i = 0; i < n; ++i) res += a[i];
-    return res;
-  }
-  float r[8];
-  for (int j = 0; j < 8; ++j) r[j] = a[j];
-  int64_t i = 8;
-  for (; i < n - (n % 8); i += 8) {
-    for (int j = 0; j < 8; ++j) r[j] += a[i + j];
-  }
-  float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-  for (; i < n; ++i) res += a[i];
-  return res;
-}
-
-// The twin's recursion with an explicit stack (device code avoids recursion): same tree, same sums.
-// Each level halves n, so 64 frames cover any int64 n.
+// NumPy's pairwise summation in float32 (the twin's pairwise_sum, stride 1): dev::pairwise_sum.
 PAREKIT_HD inline float pairwise_sum(const float* a, int64_t n) {
-  if (n <= 128) return pairwise_leaf(a, n);
-  struct Frame {
-    int64_t off, n;
-    float left;
-    int stage;
-  };
-  Frame st[64];
-  int top = 0;
-  st[0] = Frame{0, n, 0.0f, 0};
-  float ret = 0.0f;
-  while (top >= 0) {
-    Frame& f = st[top];
-    if (f.n <= 128) {
-      ret = pairwise_leaf(a + f.off, f.n);
-      --top;
-      continue;
-    }
-    int64_t n2 = f.n / 2;
-    n2 -= n2 % 8;
-    if (f.stage == 0) {
-      f.stage = 1;
-      st[top + 1] = Frame{f.off, n2, 0.0f, 0};
-      ++top;
-    } else if (f.stage == 1) {
-      f.left = ret;
-      f.stage = 2;
-      st[top + 1] = Frame{f.off + n2, f.n - n2, 0.0f, 0};
-      ++top;
-    } else {
-      ret = f.left + ret;
-      --top;
-    }
-  }
-  return ret;
+  return dev::pairwise_sum<float>([a](int64_t k) { return a[k]; }, n);
 }
 
 struct Scratch {

@@ -71,56 +71,10 @@ PAREKIT_HD inline void store(void* data, DType t, int64_t i, double v) {
   }
 }
 
-// NumPy's pairwise sum of get(0) .. get(n - 1) (tokens::pairwise_sum), without recursion: a post-order
-// walk of the same split tree with an explicit stack (depth <= 62 for any int64 n).
+// NumPy's pairwise sum in double (tokens::pairwise_sum): dev::pairwise_sum.
 template <typename Get>
 PAREKIT_HD double pairwise_sum(const Get& get, int64_t n) {
-  struct Frame {
-    int64_t off, len;
-    int stage;
-  };
-  Frame stack[64];
-  double vals[64];
-  int top = 0, nv = 0;
-  stack[top++] = {0, n, 0};
-  while (top > 0) {
-    Frame& f = stack[top - 1];
-    if (f.len <= 128) {
-      const int64_t off = f.off, len = f.len;
-      double res;
-      if (len < 8) {
-        res = 0.0;
-        for (int64_t i = 0; i < len; ++i) res += get(off + i);
-      } else {
-        double r[8];
-        for (int j = 0; j < 8; ++j) r[j] = get(off + j);
-        int64_t i = 8;
-        for (; i < len - (len % 8); i += 8) {
-          for (int j = 0; j < 8; ++j) r[j] += get(off + i + j);
-        }
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < len; ++i) res += get(off + i);
-      }
-      --top;
-      vals[nv++] = res;
-      continue;
-    }
-    int64_t n2 = f.len / 2;
-    n2 -= n2 % 8;
-    if (f.stage == 0) {
-      f.stage = 1;
-      stack[top++] = {f.off, n2, 0};
-    } else if (f.stage == 1) {
-      f.stage = 2;
-      stack[top++] = {f.off + n2, f.len - n2, 0};
-    } else {
-      --top;
-      const double right = vals[--nv];
-      const double left = vals[--nv];
-      vals[nv++] = left + right;
-    }
-  }
-  return vals[0];
+  return dev::pairwise_sum<double>(get, n);
 }
 
 }  // namespace tokdev

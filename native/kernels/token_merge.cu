@@ -15,6 +15,7 @@
 //   7. per output element: a singleton's bits, or the size-weighted mean accumulated in float64;
 //   8. per assign element: 1 where the token goes, else 0.
 #include "device.h"
+#include "token_device.h"
 #include "token_common.h"
 #include "token_merge_cuda.h"
 
@@ -37,45 +38,8 @@ constexpr uint64_t kExpMask = 0x7ff0000000000000ull;
 
 PAREKIT_HD inline bool finite(double v) { return (double_bits(v) & kExpMask) != kExpMask; }
 
-// float64 -> float16 / bfloat16 bits, round to nearest even straight from double: token_common.h's
-// double_to_half_bits / double_to_bf16_bits step for step (rint = nearbyint in the default rounding mode).
-PAREKIT_HD inline uint16_t double_to_half(double v) {
-  const uint64_t x = double_bits(v);
-  const uint16_t sign = (x >> 63) != 0 ? 0x8000u : 0u;
-  const uint64_t ax = x & 0x7fffffffffffffffull;
-  if (ax > kExpMask) return static_cast<uint16_t>(sign | 0x7e00u);
-  if (ax == kExpMask) return static_cast<uint16_t>(sign | 0x7c00u);
-  const double a = fabs(v);
-  if (a < 6.103515625e-05) return static_cast<uint16_t>(sign | static_cast<uint16_t>(rint(ldexp(a, 24))));
-  int e = ilogb(a);
-  if (e > 15) return static_cast<uint16_t>(sign | 0x7c00u);
-  double r = rint(ldexp(a, 10 - e));  // in [1024, 2048]
-  if (r >= 2048.0) {
-    r = 1024.0;
-    ++e;
-  }
-  if (e > 15) return static_cast<uint16_t>(sign | 0x7c00u);
-  return static_cast<uint16_t>(sign | static_cast<uint16_t>((e + 15) << 10) | static_cast<uint16_t>(r - 1024.0));
-}
-
-PAREKIT_HD inline uint16_t double_to_bf16(double v) {
-  const uint64_t x = double_bits(v);
-  const uint16_t sign = (x >> 63) != 0 ? 0x8000u : 0u;
-  const uint64_t ax = x & 0x7fffffffffffffffull;
-  if (ax > kExpMask) return static_cast<uint16_t>(sign | 0x7fc0u);
-  if (ax == kExpMask) return static_cast<uint16_t>(sign | 0x7f80u);
-  const double a = fabs(v);
-  if (a < 1.1754943508222875e-38) return static_cast<uint16_t>(sign | static_cast<uint16_t>(rint(ldexp(a, 133))));
-  int e = ilogb(a);
-  if (e > 127) return static_cast<uint16_t>(sign | 0x7f80u);
-  double r = rint(ldexp(a, 7 - e));  // in [128, 256]
-  if (r >= 256.0) {
-    r = 128.0;
-    ++e;
-  }
-  if (e > 127) return static_cast<uint16_t>(sign | 0x7f80u);
-  return static_cast<uint16_t>(sign | static_cast<uint16_t>((e + 127) << 7) | static_cast<uint16_t>(r - 128.0));
-}
+using tokdev::double_to_bf16;
+using tokdev::double_to_half;
 
 // Element access in float64, as token_common.h's load / store / round_to.
 struct T32 {
@@ -107,64 +71,7 @@ void dispatch(DType t, F&& f) {
   }
 }
 
-// tokens::pairwise_sum (NumPy's pairwise summation) over get(0..n): the leaf for n <= 128 ...
-template <typename Get>
-PAREKIT_HD double pairwise_leaf(const Get& get, int64_t off, int64_t n) {
-  if (n < 8) {
-    double res = 0.0;
-    for (int64_t i = 0; i < n; ++i) res += get(off + i);
-    return res;
-  }
-  double r[8];
-  for (int j = 0; j < 8; ++j) r[j] = get(off + j);
-  int64_t i = 8;
-  for (; i < n - (n % 8); i += 8) {
-    for (int j = 0; j < 8; ++j) r[j] += get(off + i + j);
-  }
-  double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-  for (; i < n; ++i) res += get(off + i);
-  return res;
-}
-
-// ... and the recursion above it on an explicit stack (device code avoids recursion: unbounded stack).
-// Halves shrink geometrically, so 64 frames cover any int64 count.
-template <typename Get>
-PAREKIT_HD double pairwise_sum(const Get& get, int64_t n) {
-  if (n <= 128) return pairwise_leaf(get, 0, n);
-  struct Frame {
-    int64_t off, len;
-    double left;
-    int state;  // 0: left half next, 1: right half next, 2: both done
-  };
-  Frame st[64];
-  int sp = 0;
-  st[0] = Frame{0, n, 0.0, 0};
-  double ret = 0.0;
-  while (sp >= 0) {
-    Frame& f = st[sp];
-    if (f.len <= 128) {
-      ret = pairwise_leaf(get, f.off, f.len);
-      --sp;
-      continue;
-    }
-    int64_t n2 = f.len / 2;
-    n2 -= n2 % 8;
-    if (f.state == 0) {
-      f.state = 1;
-      st[sp + 1] = Frame{f.off, n2, 0.0, 0};
-      ++sp;
-    } else if (f.state == 1) {
-      f.left = ret;
-      f.state = 2;
-      st[sp + 1] = Frame{f.off + n2, f.len - n2, 0.0, 0};
-      ++sp;
-    } else {
-      ret = f.left + ret;
-      --sp;
-    }
-  }
-  return ret;
-}
+using tokdev::pairwise_sum;
 
 template <typename T>
 struct MemberSize {  // sizes of a group's members
