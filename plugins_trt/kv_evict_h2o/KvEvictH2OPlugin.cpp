@@ -31,7 +31,7 @@ size_t KvEvictH2OPlugin::workspace_bytes(const std::vector<Shape>& in, const std
 void KvEvictH2OPlugin::run(const RunArgs& a) const {
   const Shape& key = a.in_shapes[0];
   KvEvictParams p;
-  p.snap = false;
+  p.snap = snap();
   p.key = static_cast<const float*>(a.inputs[0]);
   p.value = static_cast<const float*>(a.inputs[1]);
   p.score = static_cast<const float*>(a.inputs[2]);
@@ -51,7 +51,7 @@ void KvEvictH2OPlugin::run(const RunArgs& a) const {
   p.budget = attrs().get_int("budget");
   p.sink = attrs().get_int("sink");
   p.recent = attrs().get_int("recent");
-  p.decay = attrs().get_float("decay");
+  if (!p.snap) p.decay = attrs().get_float("decay");  // KvEvictSnap has no decay
   launch_kv_evict(p, a.launch);
 }
 

@@ -5,7 +5,8 @@
 
 namespace parekit::trt {
 
-class KvEvictH2OPlugin final : public PluginBase {
+// Also the base of KvEvictSnapPlugin: the two policies share inputs, outputs, shapes and the launch.
+class KvEvictH2OPlugin : public PluginBase {
  public:
   using PluginBase::PluginBase;
 
@@ -15,6 +16,8 @@ class KvEvictH2OPlugin final : public PluginBase {
                     nvinfer1::IExprBuilder& b) const override;
   size_t workspace_bytes(const std::vector<Shape>& in_shapes, const std::vector<DType>& in_types) const override;
   void run(const RunArgs& args) const override;
+  // SnapKV (window votes) instead of H2O (accumulated attention with decay).
+  virtual bool snap() const { return false; }
 };
 
 }  // namespace parekit::trt

@@ -1,20 +1,18 @@
-// parekit::KvEvictSnap as a TensorRT plugin (contract: README.md beside this file).
+// parekit::KvEvictSnap as a TensorRT plugin (contract: README.md beside this file): KvEvictH2O's plugin
+// with the SnapKV policy (same inputs, outputs, shapes and kernel chain; no decay field).
 #pragma once
 
-#include "common/plugin_base.h"
+#include "kv_evict_h2o/KvEvictH2OPlugin.h"
 
 namespace parekit::trt {
 
-class KvEvictSnapPlugin final : public PluginBase {
+class KvEvictSnapPlugin final : public KvEvictH2OPlugin {
  public:
-  using PluginBase::PluginBase;
+  using KvEvictH2OPlugin::KvEvictH2OPlugin;
 
  protected:
   std::unique_ptr<PluginBase> copy() const override;
-  void output_exprs(const nvinfer1::DimsExprs* in, int32_t nbInputs, nvinfer1::DimsExprs* out,
-                    nvinfer1::IExprBuilder& b) const override;
-  size_t workspace_bytes(const std::vector<Shape>& in_shapes, const std::vector<DType>& in_types) const override;
-  void run(const RunArgs& args) const override;
+  bool snap() const override { return true; }
 };
 
 }  // namespace parekit::trt
