@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -119,6 +120,43 @@ std::string compare_outputs(const Case& c, const std::vector<const void*>& got_d
     }
   }
   return "";
+}
+
+const std::string kSkipCase = "\x01skip";
+
+Tally run_cases(const fs::path& root, const std::string& only_op, const std::function<std::string(const Case&)>& check) {
+  Tally t;
+  for (const fs::path& dir : find_cases(root)) {
+    Case c;
+    try {
+      c = read_case(dir);
+    } catch (const std::exception& e) {
+      std::cout << "FAIL " << dir.string() << ": " << e.what() << "\n";
+      ++t.failed;
+      continue;
+    }
+    if (!only_op.empty() && c.op != only_op) continue;
+    t.seen.insert(c.op);
+    std::string problem;
+    try {
+      problem = check(c);
+    } catch (const std::exception& e) {
+      problem = std::string("harness error: ") + e.what();
+    }
+    if (problem.empty()) {
+      ++t.passed;
+    } else if (problem == kSkipCase) {
+      ++t.skipped;
+    } else {
+      ++t.failed;
+      std::cout << "FAIL " << fs::relative(dir, root).string() << " (" << c.op << "): " << problem << "\n";
+    }
+  }
+  if (!only_op.empty() && t.seen.empty()) {
+    std::cout << "FAIL no case for op '" << only_op << "' under " << root.string() << "\n";
+    ++t.failed;
+  }
+  return t;
 }
 
 }  // namespace parekit::test

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,5 +38,19 @@ std::vector<std::filesystem::path> find_cases(const std::filesystem::path& root)
 // non-float dtypes); else what differs first. got_data[i] points at output i's elements.
 std::string compare_outputs(const Case& c, const std::vector<const void*>& got_data,
                             const std::vector<Shape>& got_shapes);
+
+// What check() returns for a case it does not apply to (counted as skipped).
+extern const std::string kSkipCase;
+
+struct Tally {
+  int passed{0}, failed{0}, skipped{0};
+  std::set<std::string> seen;  // op types with at least one case
+};
+
+// Reads every case under root (only op `only_op` when not empty), runs check on it (empty string: pass,
+// kSkipCase: skipped, else what failed; exceptions are failures) and prints a FAIL line per failure,
+// including an unreadable case.txt and an `only_op` without cases.
+Tally run_cases(const std::filesystem::path& root, const std::string& only_op,
+                const std::function<std::string(const Case&)>& check);
 
 }  // namespace parekit::test

@@ -198,32 +198,9 @@ int main(int argc, char** argv) {
               << "' (export one with: python -m tests.native.export_vectors DIR)\n";
     return 2;
   }
-  const std::vector<fs::path> dirs = test::find_cases(root);
-  int passed = 0, failed = 0;
-  std::set<std::string> seen;
-  for (const fs::path& dir : dirs) {
-    Case c;
-    try {
-      c = test::read_case(dir);
-    } catch (const std::exception& e) {
-      std::cout << "FAIL " << dir.string() << ": " << e.what() << "\n";
-      ++failed;
-      continue;
-    }
-    if (!only_op.empty() && c.op != only_op) continue;
-    seen.insert(c.op);
-    const std::string problem = run_case(c, threads);
-    if (problem.empty()) {
-      ++passed;
-    } else {
-      ++failed;
-      std::cout << "FAIL " << fs::relative(dir, root).string() << " (" << c.op << "): " << problem << "\n";
-    }
-  }
-  if (!only_op.empty() && seen.empty()) {
-    std::cout << "FAIL no case for op '" << only_op << "' under " << root << "\n";
-    ++failed;
-  }
+  test::Tally tally = test::run_cases(root, only_op, [&](const Case& c) { return run_case(c, threads); });
+  int passed = tally.passed, failed = tally.failed;
+  const std::set<std::string>& seen = tally.seen;
   if (require_all) {
     for (const OpSpec& spec : all_ops()) {
       if (!seen.count(spec.name)) {

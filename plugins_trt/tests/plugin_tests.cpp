@@ -394,44 +394,19 @@ int main(int argc, char** argv) {
   Finder finder(&g_log);
   trt::set_logger_finder(&finder);
   trt::host_emulation() = !device;
-  int passed = 0, failed = 0, skipped = 0;
-  std::set<std::string> seen;
-  for (const fs::path& dir : test::find_cases(root)) {
-    Case c;
-    try {
-      c = test::read_case(dir);
-    } catch (const std::exception& e) {
-      std::cout << "FAIL " << dir.string() << ": " << e.what() << "\n";
-      ++failed;
-      continue;
-    }
-    if (!only_op.empty() && c.op != only_op) continue;
-    seen.insert(c.op);
+  test::Tally tally = test::run_cases(root, only_op, [&](const Case& c) -> std::string {
     nvinfer1::DataType unused;
-    bool trt_types = true;
-    for (const Operand& o : c.inputs) trt_types = trt_types && trt::to_trt(o.dtype, &unused);
-    for (const Operand& o : c.outputs) trt_types = trt_types && trt::to_trt(o.dtype, &unused);
-    if (!trt_types) {  // float64: TensorRT has no such type (the CPU twin covers it)
-      ++skipped;
-      continue;
+    for (const Operand& o : c.inputs) {
+      if (!trt::to_trt(o.dtype, &unused)) return test::kSkipCase;  // float64: TensorRT has no such type
     }
-    std::string problem;
-    try {
-      problem = run_case(c, device);
-    } catch (const std::exception& e) {
-      problem = std::string("harness error: ") + e.what();
+    for (const Operand& o : c.outputs) {
+      if (!trt::to_trt(o.dtype, &unused)) return test::kSkipCase;  // (the CPU twin covers it)
     }
-    if (problem.empty()) {
-      ++passed;
-    } else {
-      ++failed;
-      std::cout << "FAIL " << fs::relative(dir, root).string() << " (" << c.op << "): " << problem << "\n";
-    }
-  }
-  if (!only_op.empty() && seen.empty()) {
-    std::cout << "FAIL no case for op '" << only_op << "' under " << root << "\n";
-    ++failed;
-  }
+    return run_case(c, device);
+  });
+  int passed = tally.passed, failed = tally.failed;
+  const int skipped = tally.skipped;
+  const std::set<std::string>& seen = tally.seen;
   if (require_all) {
     for (const OpSpec& spec : all_ops()) {
       bool has_plugin = false;
