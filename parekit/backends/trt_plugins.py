@@ -69,19 +69,21 @@ def plugin_nodes(model: Any, plugin_ops: set[str], tensorrt_version: tuple[int, 
     """
     import onnx_ir as ir
 
+    from parekit.ops import PAREKIT_DOMAIN, PLUGIN_NAMESPACE, PLUGIN_NAMESPACE_ATTR, PLUGIN_VERSION_ATTR
+
     override = tensorrt_version is None or tuple(tensorrt_version) >= PLUGIN_OVERRIDE_MIN
     out: list[dict[str, Any]] = []
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        if node.domain != "parekit":
+        if node.domain != PAREKIT_DOMAIN:
             continue
         attrs = node.attributes
-        version = attrs["plugin_version"].as_string() if "plugin_version" in attrs else None
-        namespace = attrs["plugin_namespace"].as_string() if "plugin_namespace" in attrs else None
+        version = attrs[PLUGIN_VERSION_ATTR].as_string() if PLUGIN_VERSION_ATTR in attrs else None
+        namespace = attrs[PLUGIN_NAMESPACE_ATTR].as_string() if PLUGIN_NAMESPACE_ATTR in attrs else None
         entry: dict[str, Any] = {"node": node.name, "op_type": node.op_type, "plugin_version": version,
                                  "plugin_namespace": namespace, "becomes": "plugin", "reason": None}
         if node.op_type not in plugin_ops:
             entry.update(becomes="function body", reason="no creator for this op in the plugin library")
-        elif namespace != "parekit":
+        elif namespace != PLUGIN_NAMESPACE:
             entry.update(becomes="function body", reason="the node carries no plugin_namespace=parekit")
         elif not override:
             entry.update(becomes="function body",

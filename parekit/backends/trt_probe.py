@@ -86,7 +86,7 @@ def _check_op(trt: Any, registry: Any, op: Any) -> dict[str, Any]:
 def probe(path: str) -> dict[str, Any]:
     import tensorrt_lean as trt
 
-    from parekit.ops import all_ops
+    from parekit.ops import PLUGIN_NAMESPACE, all_ops
 
     trt.Logger(trt.Logger.ERROR)
     registry = trt.get_plugin_registry()
@@ -95,7 +95,7 @@ def probe(path: str) -> dict[str, Any]:
         report["error"] = "load_library failed"
         return report
     namespaces = sorted({c.plugin_namespace for c in registry.all_creators})
-    report["creators"] = sum(1 for c in registry.all_creators if c.plugin_namespace == "parekit")
+    report["creators"] = sum(1 for c in registry.all_creators if c.plugin_namespace == PLUGIN_NAMESPACE)
     report["namespaces"] = namespaces
     report["ops"] = [_check_op(trt, registry, op) for op in sorted(all_ops(), key=lambda o: o.op_type)]
     return report
