@@ -42,6 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     # early exit (issue 11): segments cut a model at exits; the runtime re-exports their runner
     "segments": {"analysis", "ops", "backends"},
     "cli": {"*"},
+    # lowering (issue 14): profiles from the structure, state shapes from the runtime, the precision pass
+    "engines": {"analysis", "backends", "ops", "passes", "runtime"},
     # early exit (issue 11): trained exit adapters (torch lazily, samples extra)
     "training": {"analysis", "backends", "calibration", "data", "passes"},
 }

@@ -15,6 +15,7 @@ import click
 from parekit import __version__
 from parekit.cli.bench import bench
 from parekit.cli.bench_decode import bench_decode_cmd  # early exit part 2: speculative decoding
+from parekit.cli.build_cmd import build_cmd  # lowering (issue 14): TensorRT / TensorRT-RTX plans
 from parekit.cli.check import check
 from parekit.cli.common import Group, setup_logging
 from parekit.cli.decode import eval_cmd, generate_cmd
@@ -46,6 +47,7 @@ def cli(verbose: int) -> None:
       parekit check minilm.onnx minilm.d.onnx --data text
       parekit bench minilm.onnx minilm.d.onnx
       parekit native build                 (C++ kernels for the parekit ops; --native/--no-native)
+      parekit build minilm.d.onnx -o minilm.plan --backend tensorrt-rtx   (a TensorRT engine plan)
     """
     setup_logging(verbose)
 
@@ -54,6 +56,7 @@ for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_c
     cli.add_command(command)
 cli.add_command(split)  # early exit (issue 11)
 cli.add_command(bench_decode_cmd)  # early exit part 2 (issue 12)
+cli.add_command(build_cmd)  # lowering (issue 14)
 
 # early exit (issue 11): trained exit adapters
 cli.add_command(train_exit_cmd)
