@@ -21,3 +21,5 @@ parekit check out/minilm.onnx out/minilm.p.onnx --data text --samples 32 \
   --output sentence_embedding --threshold cosine=0.97 --threshold max_abs=inf --json-file out/parity.prune.json
 parekit bench out/minilm.onnx out/minilm.d.onnx out/minilm.p.onnx --data text --batch 8 --seq 128 --iters 10 \
   --json-file out/bench.json
+# A TensorRT-RTX engine plan of the token-pruned model (its CPU-only builder needs no GPU; parekit[tensorrt-rtx]).
+parekit build out/minilm.p.onnx -o out/minilm.p.plan --backend tensorrt-rtx --report out/build.json

@@ -79,8 +79,10 @@ def build_cmd(model: str, output: str, backend: str, plugins: str | None, no_plu
                                  overrides=overrides, log=lambda line: err.print(plain(line)))
 
         def build(tmp: str) -> dict[str, Any]:
-            return prepared.build(Path(tmp), library=library, decomposable=decomposable_attention, timeout=timeout,
-                                  on_start=lambda name: err.print(plain(f"building with {name} (this can take minutes) …")))
+            with _Status(err) as status:
+                return prepared.build(Path(tmp), library=library, decomposable=decomposable_attention,
+                                      timeout=timeout, on_start=status.start,
+                                      on_progress=status.progress if status.live else None)
 
         with outputs:
             result = outputs.stage(output, build)
@@ -91,6 +93,36 @@ def build_cmd(model: str, output: str, backend: str, plugins: str | None, no_plu
     else:
         _summary(err, result)
     err.print(plain(f"wrote {output}"))
+
+
+class _Status:
+    """A spinner on stderr with TensorRT's current build phase (terminals only; a plain line otherwise)."""
+
+    def __init__(self, err: Any) -> None:
+        self.err = err
+        self.live = bool(err.is_terminal)
+        self.name = "TensorRT"
+        self._status: Any = None
+
+    def __enter__(self) -> _Status:
+        return self
+
+    def start(self, name: str) -> None:
+        self.name = name
+        if self.live:
+            self._status = self.err.status(safe(f"building with {name} …"))
+            self._status.start()
+        else:
+            self.err.print(plain(f"building with {name} (this can take minutes) …"))
+
+    def progress(self, event: dict[str, Any]) -> None:
+        if self._status is not None and not event.get("done"):
+            steps = f" {event.get('step', 0)}/{event['steps']}" if event.get("steps") else ""
+            self._status.update(safe(f"building with {self.name}: {event.get('phase', '')}{steps}", limit=120))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
 
 
 def _plugin_library(plugins: str | None, no_plugins: bool, allowed: bool) -> Path | None:

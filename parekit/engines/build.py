@@ -17,10 +17,12 @@ How parekit nodes end up in the engine:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,38 @@ class BuildRequest:
     timeout: float = 3600.0
 
 
-def _run(request: BuildRequest, on_start: Callable[[str], None] | None) -> dict[str, Any]:
+def _communicate(text: str, env: dict[str, str], request: BuildRequest, backend: Backend,
+                 on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[str, str, int]:
+    """Runs the builder; ``@progress`` lines of its stderr go to ``on_progress`` as they come."""
+    process = subprocess.Popen([sys.executable, "-m", "parekit.engines.trt_builder"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    chunks: list[str] = []
+
+    def pump() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("@progress "):
+                if on_progress is not None:
+                    with contextlib.suppress(ValueError):
+                        on_progress(json.loads(line[len("@progress "):]))
+            else:
+                chunks.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        stdout, _ = process.communicate(text, timeout=request.timeout)
+    except subprocess.TimeoutExpired as exc:
+        process.kill()
+        process.communicate()
+        raise BackendError(f"{backend.display} build of {request.onnx.name} timed out after {request.timeout:.0f} s",
+                           note="raise --timeout, or build a smaller profile") from exc
+    reader.join(timeout=10)
+    return stdout, "".join(chunks), process.returncode
+
+
+def _run(request: BuildRequest, on_start: Callable[[str], None] | None,
+         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     backend = BACKENDS[request.backend]
     from parekit.ops import PLUGIN_NAMESPACE
 
@@ -93,26 +126,20 @@ def _run(request: BuildRequest, on_start: Callable[[str], None] | None) -> dict[
         on_start(backend.display)
     env = dict(os.environ)
     env.setdefault("CUDA_MODULE_LOADING", "LAZY")
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "parekit.engines.trt_builder"], input=json.dumps(payload), capture_output=True,
-            text=True, timeout=request.timeout, check=False, env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BackendError(f"{backend.display} build of {request.onnx.name} timed out after {request.timeout:.0f} s",
-                           note="raise --timeout, or build a smaller profile") from exc
-    lines = done.stdout.strip().splitlines()
+    payload["progress"] = on_progress is not None
+    stdout, stderr, code = _communicate(json.dumps(payload), env, request, backend, on_progress)
+    lines = stdout.strip().splitlines()
     try:
         answer: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     except ValueError:
         answer = {}
     if not answer:
-        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
-        last = (done.stderr.strip().splitlines() or [""])[-1]
+        how = f"signal {-code}" if code < 0 else f"exit status {code}"
+        last = (stderr.strip().splitlines() or [""])[-1]
         raise BackendError(f"the {backend.display} builder process died ({how}) on {request.onnx.name}"
                            + (f": {last[:300]}" if last else ""),
                            note="run with -v to see TensorRT's log" if not last else None)
-    answer["stderr"] = done.stderr[-20000:]
+    answer["stderr"] = stderr[-20000:]
     return answer
 
 
@@ -144,7 +171,8 @@ def _raise_for(answer: dict[str, Any], backend: Backend, onnx: Path) -> None:
                        note="run with -v for TensorRT's log; the report (--report) keeps it")
 
 
-def build_engine(request: BuildRequest, *, on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+def build_engine(request: BuildRequest, *, on_start: Callable[[str], None] | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Build the plan; returns the subprocess's answer (see :mod:`parekit.engines.trt_builder`).
 
     Raises:
@@ -156,7 +184,7 @@ def build_engine(request: BuildRequest, *, on_start: Callable[[str], None] | Non
     if request.plugins is not None and not backend.plugins:
         raise ParekitError(f"{backend.display} has no plugin layers: it cannot use a plugin library",
                            note="its parser builds the parekit ops from their function bodies; drop --plugins")
-    answer = _run(request, on_start)
+    answer = _run(request, on_start, on_progress)
     if not answer.get("ok"):
         _raise_for(answer, backend, request.onnx)
     return answer

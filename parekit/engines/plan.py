@@ -37,11 +37,14 @@ class PreparedBuild:
     prepare_s: float = 0.0
 
     def build(self, plan: Path, *, library: Path | None, decomposable: bool = True, timeout: float = 3600.0,
-              on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Build the plan into ``plan``; returns the report (see docs/tensorrt.md, "parekit build")."""
+              on_start: Callable[[str], None] | None = None,
+              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Build the plan into ``plan``; returns the report (docs/engines.md, "The report").
+
+        ``on_progress`` receives TensorRT's build phases (``phase``, ``step``, ``steps``, ``done``)."""
         request = BuildRequest(onnx=self.onnx, plan=plan, backend=self.backend, profile=self.profile,
                                plugins=library, decomposable_attention=decomposable, timeout=timeout)
-        answer = build_engine(request, on_start=on_start)
+        answer = build_engine(request, on_start=on_start, on_progress=on_progress)
         nodes = parekit_nodes(self.model, self.backend, answer, library)
         notes = list(self.notes)
         if answer.get("attention_layers"):

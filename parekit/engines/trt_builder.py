@@ -9,7 +9,8 @@ Request: ``module`` (``tensorrt`` or ``tensorrt_rtx``), ``onnx`` (path), ``plan`
 ``profile`` (input name → ``[min, opt, max]`` shapes; inputs not named keep their static shapes),
 ``plugins`` (a plugin library path or ``null``; never with ``tensorrt_rtx``), ``plugin_override``
 (set the parser's ``ENABLE_PLUGIN_OVERRIDE`` flag where it exists), ``decomposable_attention`` (mark
-every ``IAttention`` decomposable), ``plugin_namespace`` (the namespace whose creators are listed).
+every ``IAttention`` decomposable), ``plugin_namespace`` (the namespace whose creators are listed),
+``progress`` (report build phases on stderr as ``@progress {"phase", "step", "steps"}`` lines).
 
 Answer: ``ok``; ``stage`` (where it stopped: ``import``, ``plugins``, ``parse``, ``profile``, ``build``,
 ``write``); ``version``; ``parse_errors`` (``node``, ``name``, ``op``, ``desc``, ``function_stack``);
@@ -72,6 +73,32 @@ def _mark_attention(trt: Any, network: Any) -> int:
             layer.attention.decomposable = True
             marked += layer.type == trt.LayerType.ATTENTION_INPUT
     return marked
+
+
+def _monitor(trt: Any) -> Any:
+    """Reports TensorRT's build phases on stderr as ``@progress {json}`` lines (the caller shows them)."""
+
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def _say(self, **fields: Any) -> None:
+            sys.stderr.write("@progress " + json.dumps(fields) + "\n")
+            sys.stderr.flush()
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.steps[phase_name] = int(num_steps)
+            self._say(phase=phase_name, parent=parent_phase, step=0, steps=int(num_steps))
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            self._say(phase=phase_name, step=int(step) + 1, steps=self.steps.get(phase_name, 0))
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            self._say(phase=phase_name, done=True)
+
+    return Monitor()
 
 
 def _creators(trt: Any, namespace: str) -> list[list[str]]:
@@ -138,6 +165,10 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
                 low, opt, high = shapes[tensor.name]
                 profile.set_shape(tensor.name, low, opt, high)
         config.add_optimization_profile(profile)
+    monitor = None
+    if request.get("progress") and hasattr(trt, "IProgressMonitor"):
+        monitor = _monitor(trt)
+        config.progress_monitor = monitor
     answer["stage"] = "build"
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)

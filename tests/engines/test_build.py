@@ -127,3 +127,16 @@ def test_tensorrt_backend_path_with_a_stand_in_module(run_cli, sample_path, tmp_
     assert facts["backend"] == "tensorrt" and facts["plugins"]["library"] is None
     nodes = facts["parekit_nodes"]
     assert nodes and all(n["becomes"] == "function body" and n["reason"] == "no plugin library registered" for n in nodes)
+
+
+def test_python_api_reports_build_phases(sample_path, load_sample, tmp_path):
+    from parekit.engines.plan import prepare_build
+
+    path = sample_path("gpt2-tiny", 18)
+    prepared = prepare_build(path, load_sample("gpt2-tiny", 18), tmp_path, backend="tensorrt-rtx")
+    events: list[dict] = []
+    report = prepared.build(tmp_path / "g.plan", library=None, on_progress=events.append)
+    assert report["plan_bytes"] == (tmp_path / "g.plan").stat().st_size
+    phases = [e for e in events if "steps" in e]
+    assert phases and all(isinstance(e["phase"], str) and e["steps"] >= 1 for e in phases)
+    assert any(e.get("done") for e in events)
