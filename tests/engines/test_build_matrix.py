@@ -1,7 +1,7 @@
 """Every sample at opset 18 × (unmodified, each applicable pass at a typical configuration) builds under
 TensorRT-RTX with the profile ``parekit build`` derives, and the report's facts hold.
 
-The matrix is ``bench/build_matrix.py``'s (which tabulates it for docs/tensorrt.md). Opset 23: each sample's
+The matrix is ``bench/build_matrix.py``'s (SmolLM2: a subset, see ``_SUBSET``) (which tabulates it for docs/tensorrt.md). Opset 23: each sample's
 unmodified export builds (its ``Attention`` ops marked decomposable). Real-weight samples are slow.
 """
 
@@ -27,6 +27,10 @@ def _matrix() -> dict[str, tuple[str, ...]]:
 
 
 MATRIX = _matrix()
+# SmolLM2's TensorRT-RTX builds take 0.5-3 minutes each on CI's two cores: CI builds the unmodified export, the
+# kv-quant that once failed under a dynamic profile, and kv-window; bench/build_matrix.py builds all of them
+# (docs/engines.md has its table). The tiny decoders run every KV pass.
+_SUBSET = {"smollm2": ("", "kv-quant{bits=8}", "kv-window{sink=4,window=508}")}
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)")
 
@@ -34,7 +38,7 @@ _REAL = {"minilm", "smollm2", "vit"}
 CASES = [
     pytest.param(sample, pipeline, id=f"{sample}-{pipeline or 'unmodified'}",
                  marks=[pytest.mark.slow] if sample in _REAL else [])
-    for sample, pipelines in MATRIX.items() for pipeline in pipelines
+    for sample, pipelines in MATRIX.items() for pipeline in pipelines if pipeline in _SUBSET.get(sample, pipelines)
 ]
 
 
