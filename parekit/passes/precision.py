@@ -137,6 +137,8 @@ class PrecisionPass(Pass[PrecisionOptions]):
         if plan.converted_nodes == 0:
             self.report.set_identity(
                 f"every float32 node is kept in float32 (keep={list(opts.keep)}): nothing to lower"
+                if kept_by
+                else "the model computes nothing in float32: nothing to lower"
             )
             self.report.extra.update(kept_nodes=kept_by)
             return ir.passes.PassResult(model, modified=False)
