@@ -187,9 +187,10 @@ def test_bf16_graph_checks_and_its_emulation_matches():
     assert not np.array_equal(got["logits"], want["logits"])  # the rounding is real
 
 
-def test_decoding_agrees_on_llama_tiny(load_sample, sample_path):
-    lowered = optimize(load_sample("llama-tiny", 23), "precision").model
-    base, half = DecoderSession(sample_path("llama-tiny", 23)), DecoderSession(lowered)
+@pytest.mark.parametrize(("name", "opset"), [("llama-tiny", 23), ("gpt2-tiny", 18)])
+def test_decoding_agrees_on_tiny_decoders(load_sample, sample_path, name, opset):
+    lowered = optimize(load_sample(name, opset), "precision").model
+    base, half = DecoderSession(sample_path(name, opset)), DecoderSession(lowered)
     agree = []
     for la, lb, _sa, sb, _ in decode_side_by_side(base, half, 8):
         agree.append((la[:, -1].argmax(-1) == lb[:, -1].argmax(-1)).mean())
@@ -322,3 +323,22 @@ def test_after_early_exit_shared_types_are_not_retyped(load_sample):
     assert all(v.dtype in (F32, ir.DataType.BOOL) for v in lowered.graph.outputs)
     head = lowered.graph.outputs[0].producer()
     assert head is not None and _float_inputs(head) == {F32}
+
+
+@pytest.mark.slow
+def test_vit_logits_parity(run_cli, sample_path, tmp_path):
+    out = tmp_path / "fp16.onnx"
+    run_cli("optimize", sample_path("vit", 18), "-o", out, "--passes", "precision")
+    run_cli(
+        "check",
+        sample_path("vit", 18),
+        out,
+        "--data",
+        "random",
+        "--samples",
+        "8",
+        "--threshold",
+        "logits:cosine=0.999",
+        "--threshold",
+        "max_abs=off",
+    )
