@@ -37,6 +37,7 @@ _PASS_MODULES: tuple[str, ...] = (
     "parekit.passes.token_prune",
     "parekit.passes.kv_quant",
     "parekit.passes.kv_evict",
+    "parekit.passes.precision",
     # early exit (issue 11)
     "parekit.passes.early_exit",
 )
