@@ -72,6 +72,12 @@ def test_opset23_attention_builds_decomposable_or_fails_with_the_documented_erro
     result = run_cli("build", model, "-o", plan, "--backend", "tensorrt-rtx", "--fused-attention", code=2)
     assert "cannot build the Attention op" in result.output and "--precision fp16" in result.output
     assert not plan.exists()
+    # the suggested way out: fp16 (explicit casts from the precision pass) has a fused kernel
+    run_cli("build", model, "-o", plan, "--backend", "tensorrt-rtx", "--fused-attention", "--precision", "fp16",
+            "--report", report)
+    facts = _facts(report)
+    assert facts["precision"] == "fp16" and facts["precision_pass"]["spec"].startswith("precision{dtype=fp16")
+    assert not any("marked decomposable" in n for n in facts["notes"])
 
 
 def test_parser_rejection_names_the_node_and_op(run_cli, tmp_path):
