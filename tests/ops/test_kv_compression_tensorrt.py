@@ -13,8 +13,9 @@ decode steps, where the state dims follow each pass's rule (the rule ``parekit b
   ``total = q_tokens + res_tokens + seq``; ``q_groups`` (= ``q_tokens / group`` at run time) is free at the
   profile points: the bodies derive every dim they compare from the codes' shape.
 
-Skipped where ``tensorrt_rtx`` is not installed. Opset 23 is not tried: TensorRT-RTX does not build the
-fp32 ``Attention`` op at all (docs/environment.md), with or without these passes.
+Skipped where ``tensorrt_rtx`` is not installed. At opset 23 only fused kv-quant is tried: it replaces
+every ``Attention`` node by ``KvQuantAttention``; TensorRT-RTX does not build the fp32 ``Attention`` op
+at all (docs/environment.md), so the other passes' opset-23 outputs do not build.
 """
 
 from __future__ import annotations
@@ -93,6 +94,17 @@ def test_decoder_builds_over_dynamic_profile(load_sample, tmp_path, sample, case
     code, output = build_dynamic(str(path), profile)
     what = f"{sample} {pipeline or 'unmodified'}"
     assert code == 0, f"{what}: TensorRT-RTX could not build over {profile}:\n{output}"
+
+
+def test_fused_kv_quant_opset23_builds_over_dynamic_profile(load_sample, tmp_path):
+    """llama-tiny at opset 23, kv-quant fused: no ``Attention`` is left, the KvQuantAttention bodies build."""
+    pipeline = "kv-quant{bits=8,group=8,residual=4}"
+    model = run_pipeline(load_sample("llama-tiny", 23), pipeline, PassContext()).model
+    path = tmp_path / "model.onnx"
+    save_model(model, path)
+    for name in ("kv-quant-int8", "kv-quant-int8-loose"):
+        code, output = build_dynamic(str(path), DYNAMIC[name][1])
+        assert code == 0, f"opset-23 fused kv-quant, {name} profile: TensorRT-RTX did not build:\n{output}"
 
 
 SMOL_STEP: Profile = {"batch": (1, 1, 1), "seq": (1, 1, 16)}
