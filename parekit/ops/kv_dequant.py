@@ -20,14 +20,13 @@ import onnx_ir as ir
 from onnx_ir.tape import Tape
 
 from parekit.ops.attrs import int_attr_value
-from parekit.ops.body import const_ints
 from parekit.ops.dtypes import F16, F32, I8
 from parekit.ops.kv_quant_format import (
     BITS_ATTR,
     GROUP_ATTR,
     bit_constants,
+    build_dequant,
     build_unpack,
-    group_view,
     quantize_reference,
     unpack_reference,
 )
@@ -59,14 +58,6 @@ def dequantize_reference(
     return _dequant_last(codes, scale, mn, group)
 
 
-def _build_dequant(tape: Tape, codes: ir.Value, scale: ir.Value, mn: ir.Value, per_channel: bool) -> ir.Value:
-    grouped, full, _, axis = group_view(tape, codes, per_channel)
-    at = const_ints(tape, [axis])
-    s = tape.op("Unsqueeze", [tape.op("Cast", [scale], {"to": ir.DataType.FLOAT}), at])
-    m = tape.op("Unsqueeze", [tape.op("Cast", [mn], {"to": ir.DataType.FLOAT}), at])
-    return tape.op("Reshape", [tape.op("Add", [tape.op("Mul", [grouped, s]), m]), full])
-
-
 class KvDequantOp(OpDef):
     """Shared body/reference/shape rule of :class:`KvDequantKey` and :class:`KvDequantValue`."""
 
@@ -79,7 +70,7 @@ class KvDequantOp(OpDef):
         packed, scale, mn, residual = inputs
         p, base, _, _ = bit_constants(tape)
         codes = build_unpack(tape, packed, p, base)
-        x = _build_dequant(tape, codes, scale, mn, self._PER_CHANNEL)
+        x = build_dequant(tape, codes, scale, mn, self._PER_CHANNEL)
         return [tape.op("Concat", [x, residual], {"axis": 2})]
 
     def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, AttrValue]) -> list[np.ndarray]:

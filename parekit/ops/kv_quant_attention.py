@@ -32,8 +32,8 @@ from parekit.ops.kv_quant_format import (
     BITS_ATTR,
     GROUP_ATTR,
     bit_constants,
+    build_dequant,
     build_unpack,
-    group_view,
     quantize_reference,
     unpack_reference,
 )
@@ -50,12 +50,7 @@ def _build_dequant(
     tape: Tape, packed: ir.Value, scale: ir.Value, mn: ir.Value, per_channel: bool
 ) -> ir.Value:
     p, base, _, _ = bit_constants(tape)
-    codes = build_unpack(tape, packed, p, base)
-    grouped, full, _, axis = group_view(tape, codes, per_channel)
-    at = const_ints(tape, [axis])
-    s = tape.op("Unsqueeze", [tape.op("Cast", [scale], {"to": ir.DataType.FLOAT}), at])
-    m = tape.op("Unsqueeze", [tape.op("Cast", [mn], {"to": ir.DataType.FLOAT}), at])
-    return tape.op("Reshape", [tape.op("Add", [tape.op("Mul", [grouped, s]), m]), full])
+    return build_dequant(tape, build_unpack(tape, packed, p, base), scale, mn, per_channel)
 
 
 def _dequant_reference(

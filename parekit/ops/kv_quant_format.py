@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.tape import Tape
 
-from parekit.ops.body import const_ints, dims, int_attr_ref, scalar_float
+from parekit.ops.body import const_ints, dims, int_attr_ref, scalar_float, scalar_int
 from parekit.ops.schema import AttrSpec
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "CODE_OFFSET",
     "GROUP_ATTR",
     "bit_constants",
+    "build_dequant",
     "build_pack",
     "build_unpack",
     "codes_per_byte",
@@ -182,3 +183,38 @@ def group_view(tape: Tape, x: ir.Value, per_channel: bool) -> tuple[ir.Value, ir
         tape.op("Concat", small, {"axis": 0}),
         axis,
     )
+
+
+def _per_token(tape: Tape, x: ir.Value, like: ir.Value, per_channel: bool) -> ir.Value:
+    """Float32 ``x`` (per-group scale or min) gathered at the tokens of ``like``.
+
+    Keys: row ``t`` of the result is row ``t // G`` of ``x [B,H,Nq/G,D]``, so it is ``[B,H,Nq,D]``.
+    Values: rows ``0 … Nq-1`` of ``x [B,H,Nq,D/G]``, with a unit axis for the channels of a group
+    (``[B,H,Nq,D/G,1]``). Either way the token dim derives from ``like``'s shape, never from the count of
+    groups stored in ``x``: TensorRT then has no pair of independent dynamic dims to prove equal at each
+    optimization-profile point (a ``Mul`` of ``Nq/G`` by the scale's own group count is rejected wherever
+    a profile point breaks ``q_groups * group == q_tokens``), and a token count that is not a multiple of
+    ``G`` needs no reshape into token groups.
+    """
+    g = int_attr_ref(tape, GROUP_ATTR.name)
+    xf = tape.op("Cast", [x], {"to": ir.DataType.FLOAT})
+    n = tape.op("Squeeze", [dims(tape, like, 3)[2]])
+    tokens = tape.op("Range", [scalar_int(tape, 0), n, scalar_int(tape, 1)])
+    if per_channel:
+        return tape.op("Gather", [xf, tape.op("Div", [tokens, g])], {"axis": 2})
+    return tape.op("Unsqueeze", [tape.op("Gather", [xf, tokens], {"axis": 2}), const_ints(tape, [4])])
+
+
+def build_dequant(tape: Tape, codes: ir.Value, scale: ir.Value, mn: ir.Value, per_channel: bool) -> ir.Value:
+    """Float codes ``[B,H,Nq,D]`` → ``code * scale + min`` float32 ``[B,H,Nq,D]``.
+
+    The codes' shape drives (:func:`_per_token`): the store's token count is the dim the cache's length,
+    and so the attention mask, is checked against. Keys multiply ``[B,H,Nq,D]`` tensors; values view the
+    codes by channel group ``[B,H,Nq,D/G,G]`` (``D`` is static in the exports) and broadcast the scale.
+    """
+    s = _per_token(tape, scale, codes, per_channel)
+    m = _per_token(tape, mn, codes, per_channel)
+    if per_channel:
+        return tape.op("Add", [tape.op("Mul", [codes, s]), m])
+    grouped, full, _, _ = group_view(tape, codes, per_channel)
+    return tape.op("Reshape", [tape.op("Add", [tape.op("Mul", [grouped, s]), m]), full])
