@@ -5,7 +5,8 @@
 //   parekit-host generate MODEL --ids 1,2,3 [--max-new-tokens N] [--json]   greedy decoding (KV contract)
 //
 // Common options: --ort LIB (libonnxruntime.so.<version>), --custom-ops LIB (libparekit_ort.so),
-// --threads N, --no-optimize, --from-memory (load the model from bytes, as an embedding program does).
+// --threads N, --no-optimize, --from-memory (load the model from bytes, as an embedding program does),
+// --warmup (generate once untimed first).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -21,7 +22,7 @@ namespace {
 const char* kUsage =
     "usage: parekit-host info|encode|generate MODEL [--ids 1,2,3]... [--max-new-tokens N] [--pad-id ID]\n"
     "       [--eos-id ID] [--out DIR] [--json] [--ort LIB] [--custom-ops LIB] [--threads N] [--no-optimize]\n"
-    "       [--from-memory]\n";
+    "       [--from-memory] [--warmup]\n";
 
 std::vector<char> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -70,7 +71,7 @@ int encode(Model& model, const Args& args) {
 int run(int argc, char** argv) {
   const Args args(argc, argv,
                   {"--ids", "--max-new-tokens", "--pad-id", "--eos-id", "--out", "--ort", "--custom-ops", "--threads"},
-                  {"--json", "--no-optimize", "--from-memory"});
+                  {"--json", "--no-optimize", "--from-memory", "--warmup"});
   if (args.command != "info" && args.command != "encode" && args.command != "generate") {
     throw Error("unknown command '" + args.command + "' (info, encode, generate)");
   }
@@ -92,6 +93,7 @@ int run(int argc, char** argv) {
   if (args.command == "info") return info(model, *ort);
   if (args.command == "encode") return encode(model, args);
   OrtDecoder decoder(model);
+  if (args.flag("--warmup")) generate(decoder, args.prompts(), gen);  // untimed: first-run allocations
   const Generation g = generate(decoder, args.prompts(), gen);
   std::cout << (args.flag("--json") ? g.to_json("onnxruntime " + ort->version()) + "\n" : g.to_text());
   return 0;

@@ -84,6 +84,9 @@ void OrtDecoder::reset(int64_t batch) {
     for (auto& d : dims) d = d < 0 ? 0 : d;               // symbolic dims: 0 ...
     if (!dims.empty() && spec.shape[0] < 0) dims[0] = batch;  // ... except a symbolic batch axis
     feeds_[slot] = Ort::Value::CreateTensor(allocator, dims.data(), dims.size(), to_onnx(spec.dtype));
+    // A state with only fixed dims is not empty: it starts as zeros, as parekit.runtime builds it.
+    const std::size_t bytes = feeds_[slot].GetTensorTypeAndShapeInfo().GetElementCount() * dtype_size(spec.dtype);
+    if (bytes > 0) std::memset(feeds_[slot].GetTensorMutableRawData(), 0, bytes);
   }
 }
 
