@@ -6,8 +6,8 @@
 Per pipeline, both sides decode the same prompt greedily for the same number of new tokens, with the
 same ONNX Runtime release (the host dlopens the imported wheel's library), the same session options and
 thread count, ``--rounds`` times, interleaved (the order alternates each round so both share the
-machine's load). Their tokens must be equal in every round (a fast wrong host cannot pass). Reported,
-medians over rounds:
+machine's load). Their tokens must be equal in every round (a fast wrong host cannot pass). Reported: the
+ratio C++ / Python of each round (its two runs share the machine's load), median and range over rounds, of
 
 * model runs: rows x decode steps / the time of the decode steps' model runs, as each side reports it
   (Python: ``Generation.decode_tokens_per_s``; C++: ``decode_tokens_per_s``);
@@ -16,7 +16,8 @@ medians over rounds:
 
 Model loading and the prefill are excluded on both sides; each side is warmed up first (Python: one
 short generation on its session, kept across rounds; C++: ``--warmup``, one untimed generation in each
-round's process). Only ratios belong in docs (the machine is shared).
+round's process). Python runs ONNX Runtime through its pybind module, which carries its own static
+build of the same release as the wheel's capi library the host opens. Only ratios belong in docs (the machine is shared).
 """
 
 from __future__ import annotations
@@ -139,15 +140,21 @@ def main() -> None:
                         cc_loop.append(b)
                 if got["py"] != got["cc"]:
                     sys.exit(f"cpp_host_decode: {pipeline or 'unmodified'}: C++ and Python tokens differ in round {r}")
-            med = statistics.median
-            rows.append((pipeline or "unmodified", med(py_run), med(cc_run), med(py_loop), med(cc_loop)))
+            run_ratios = [c / p for c, p in zip(cc_run, py_run, strict=True)]
+            loop_ratios = [c / p for c, p in zip(cc_loop, py_loop, strict=True)]
+            rows.append((pipeline or "unmodified", run_ratios, loop_ratios))
     title = (f"{args.model or f'{args.sample} opset {args.opset}'}, {len(ids)}-token prompt, {args.max_new_tokens} new "
              f"tokens, {args.threads} threads, {'kernels' if args.native else 'bodies'}, {args.rounds} rounds, "
              f"{platform.machine()}")
-    lines = [f"C++ host vs Python runtime decode ({title}); ratio = C++ tokens/s / Python tokens/s", "",
+    lines = [f"C++ host vs Python runtime decode ({title}); ratio = C++ tokens/s / Python tokens/s per round, "
+             "median (min-max over rounds)", "",
              "| model | model runs: C++ / Python | whole decode loop: C++ / Python |", "|---|---|---|"]
-    for name, pr, cr, pl, cl in rows:
-        lines.append(f"| `{name}` | {cr / pr:.3f}x | {cl / pl:.3f}x |")
+
+    def cell(ratios: list[float]) -> str:
+        return f"{statistics.median(ratios):.3f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    for name, run_ratios, loop_ratios in rows:
+        lines.append(f"| `{name}` | {cell(run_ratios)} | {cell(loop_ratios)} |")
     text = "\n".join(lines)
     print(text)
     if args.out:
