@@ -34,7 +34,8 @@ OrtDecoder::OrtDecoder(Model& model) : model_(model) {
     } else if (spec.name == "position_ids") {
       positions_ = i, has_positions_ = true;
     } else if (!starts_with(spec.name, kPast)) {
-      throw Error(model.name() + ": input '" + spec.name + "' is none of input_ids, attention_mask, position_ids, past*");
+      throw Error(model.name() + ": input '" + spec.name
+          + "' is none of input_ids, attention_mask, position_ids, past*");
     } else if (spec.dtype == DType::kOther) {
       throw Error(model.name() + ": state input '" + spec.name + "' has an element type the host does not handle");
     }
@@ -58,15 +59,22 @@ OrtDecoder::OrtDecoder(Model& model) : model_(model) {
     const std::string present = kPresent + inputs[i].name.substr(kPast.size());
     bool found = false;
     for (const auto& out : model.outputs()) found = found || out.name == present;
-    if (!found) throw Error(model.name() + ": input '" + inputs[i].name + "' has no output '" + present + "' to be fed back from");
+    if (!found) {
+      throw Error(model.name() + ": input '" + inputs[i].name + "' has no output '" + present
+          + "' to be fed back from");
+    }
     output_names_.push_back(present);
     state_inputs_.push_back(i);
   }
   if (state_inputs_.empty()) throw Error(model.name() + ": the model has no past* inputs, so it carries no KV cache");
   for (const auto& out : model.outputs()) {
     if (out.name == logits) {
-      if (out.shape.size() != 3 || out.shape[2] <= 0) throw Error(model.name() + ": logits must be [batch, seq, vocab], got " + out.describe());
-      if (out.dtype != DType::kFloat32 && out.dtype != DType::kFloat16) throw Error(model.name() + ": logits must be float32 or float16, got " + out.describe());
+      if (out.shape.size() != 3 || out.shape[2] <= 0) {
+        throw Error(model.name() + ": logits must be [batch, seq, vocab], got " + out.describe());
+      }
+      if (out.dtype != DType::kFloat32 && out.dtype != DType::kFloat16) {
+        throw Error(model.name() + ": logits must be float32 or float16, got " + out.describe());
+      }
       vocab_ = out.shape[2];
     }
   }

@@ -144,7 +144,8 @@ void Model::check_feeds(const std::map<std::string, HostTensor>& feeds) const {
     }
     if (tensor.bytes.size() != static_cast<std::size_t>(tensor.numel()) * dtype_size(tensor.dtype)) {
       throw Error(name_ + ": input '" + name + "' holds " + std::to_string(tensor.bytes.size()) +
-                  " bytes, its shape needs " + std::to_string(tensor.numel() * static_cast<int64_t>(dtype_size(tensor.dtype))));
+                  " bytes, its shape needs "
+                      + std::to_string(tensor.numel() * static_cast<int64_t>(dtype_size(tensor.dtype))));
     }
   }
   for (const auto& spec : inputs_) {

@@ -47,7 +47,9 @@ int64_t volume(const nvinfer1::Dims& d) {
 }  // namespace
 
 void cuda_check(cudaError_t status, const std::string& what) {
-  if (status != cudaSuccess) throw Error(what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
+  if (status != cudaSuccess) {
+    throw Error(what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
+  }
 }
 
 void DeviceBuffer::reserve(std::size_t bytes) {
@@ -124,7 +126,8 @@ TrtEngine::TrtEngine(TrtRuntime& runtime, const std::string& plan_path) : name_(
     t.dtype = engine_->getTensorDataType(t.name.c_str());
     t.shape = engine_->getTensorShape(t.name.c_str());
     if (engine_->getTensorLocation(t.name.c_str()) != nvinfer1::TensorLocation::kDEVICE) {
-      throw Error(plan_path + ": tensor '" + t.name + "' lives on the host; the decoder loop binds device tensors only");
+      throw Error(plan_path + ": tensor '" + t.name
+          + "' lives on the host; the decoder loop binds device tensors only");
     }
     (engine_->getTensorIOMode(t.name.c_str()) == nvinfer1::TensorIOMode::kINPUT ? inputs_ : outputs_).push_back(t);
   }
@@ -144,23 +147,35 @@ TrtDecoder::TrtDecoder(TrtEngine& engine) : engine_(engine) {
       slot->tensor = t;
       continue;
     }
-    if (!starts_with(t.name, "past")) throw Error(engine.name() + ": input '" + t.name + "' is none of input_ids, attention_mask, position_ids, past*");
-    if (element_size(t.dtype) == 0) throw Error(engine.name() + ": state " + t.describe() + " has an element type the host does not handle");
+    if (!starts_with(t.name, "past")) {
+      throw Error(engine.name() + ": input '" + t.name
+          + "' is none of input_ids, attention_mask, position_ids, past*");
+    }
+    if (element_size(t.dtype) == 0) {
+      throw Error(engine.name() + ": state " + t.describe() + " has an element type the host does not handle");
+    }
     const std::string present = "present" + t.name.substr(4);
-    auto out = std::find_if(engine.outputs().begin(), engine.outputs().end(), [&](const TrtTensor& o) { return o.name == present; });
-    if (out == engine.outputs().end()) throw Error(engine.name() + ": input '" + t.name + "' has no output '" + present + "'");
+    auto out = std::find_if(engine.outputs().begin(), engine.outputs().end(),
+        [&](const TrtTensor& o) { return o.name == present; });
+    if (out == engine.outputs().end()) {
+      throw Error(engine.name() + ": input '" + t.name + "' has no output '" + present + "'");
+    }
     State s;
     s.past.tensor = t;
     s.present.tensor = *out;
     states_.push_back(std::move(s));
   }
-  if (!has_ids || !has_mask) throw Error(engine.name() + ": no input_ids / attention_mask input: not a decoder under the contract");
+  if (!has_ids || !has_mask) {
+    throw Error(engine.name() + ": no input_ids / attention_mask input: not a decoder under the contract");
+  }
   if (states_.empty()) throw Error(engine.name() + ": no past* inputs, so the engine carries no KV cache");
   for (const auto& o : engine.outputs()) {
     if (!starts_with(o.name, "present") && (logits_.tensor.name.empty() || o.name == "logits")) logits_.tensor = o;
   }
   const auto& lt = logits_.tensor;
-  if (lt.name.empty() || lt.shape.nbDims != 3 || lt.shape.d[2] <= 0) throw Error(engine.name() + ": no logits output [batch, seq, vocab] with a fixed vocab");
+  if (lt.name.empty() || lt.shape.nbDims != 3 || lt.shape.d[2] <= 0) {
+    throw Error(engine.name() + ": no logits output [batch, seq, vocab] with a fixed vocab");
+  }
   if (lt.dtype != nvinfer1::DataType::kFLOAT && lt.dtype != nvinfer1::DataType::kHALF && lt.dtype != nvinfer1::DataType::kBF16) {
     throw Error(engine.name() + ": logits must be float32, float16 or bfloat16");
   }
@@ -176,43 +191,55 @@ void TrtDecoder::reset(int64_t batch) {
     s.past.tensor.shape = d;
     const std::size_t bytes = static_cast<std::size_t>(volume(d)) * element_size(s.past.tensor.dtype);
     s.past.buffer.reserve(bytes);
-    if (bytes > 0) cuda_check(cudaMemsetAsync(s.past.buffer.get(), 0, bytes, stream_.get()), "cudaMemsetAsync(" + s.past.tensor.name + ")");
+    if (bytes > 0) {  // a state with only fixed dims starts as zeros
+      cuda_check(cudaMemsetAsync(s.past.buffer.get(), 0, bytes, stream_.get()), "cudaMemsetAsync(" + s.past.tensor.name + ")");
+    }
   }
 }
 
 void TrtDecoder::upload(Slot& slot, const std::vector<int64_t>& values, int64_t rows, int64_t cols) {
   const std::size_t esize = element_size(slot.tensor.dtype);
-  staging_.resize(values.size() * esize);
+  slot.host.resize(values.size() * esize);  // the slot's own staging: alive until the step synchronizes
   if (esize == 8) {
-    std::memcpy(staging_.data(), values.data(), staging_.size());
+    std::memcpy(slot.host.data(), values.data(), slot.host.size());
   } else {
     for (std::size_t i = 0; i < values.size(); ++i) {
       const auto v = static_cast<int32_t>(values[i]);
-      std::memcpy(staging_.data() + i * 4, &v, 4);
+      std::memcpy(slot.host.data() + i * 4, &v, 4);
     }
   }
-  slot.buffer.reserve(staging_.size());
-  // Synchronous copy from pageable memory: staging_ is reused by the next upload.
-  cuda_check(cudaMemcpy(slot.buffer.get(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice), "cudaMemcpy(" + slot.tensor.name + ")");
+  slot.buffer.reserve(slot.host.size());
+  // On the engine's stream, so enqueueV3 is ordered after the copy (the stream does not sync with stream 0).
+  cuda_check(cudaMemcpyAsync(slot.buffer.get(), slot.host.data(), slot.host.size(), cudaMemcpyHostToDevice,
+                             stream_.get()),
+             "cudaMemcpyAsync(" + slot.tensor.name + ")");
   slot.tensor.shape.nbDims = 2;
   slot.tensor.shape.d[0] = rows;
   slot.tensor.shape.d[1] = cols;
   auto& ctx = engine_.context();
   if (!ctx.setInputShape(slot.tensor.name.c_str(), slot.tensor.shape)) {
-    throw Error(engine_.name() + ": input '" + slot.tensor.name + "' shape [" + std::to_string(rows) + "," + std::to_string(cols) +
+    throw Error(engine_.name() + ": input '" + slot.tensor.name + "' shape [" + std::to_string(rows) + ","
+        + std::to_string(cols) +
                 "] is outside the engine's optimization profile");
   }
-  if (!ctx.setTensorAddress(slot.tensor.name.c_str(), slot.buffer.get())) throw Error(engine_.name() + ": cannot bind '" + slot.tensor.name + "'");
+  if (!ctx.setTensorAddress(slot.tensor.name.c_str(), slot.buffer.get())) {
+    throw Error(engine_.name() + ": cannot bind '" + slot.tensor.name + "'");
+  }
 }
 
 void TrtDecoder::bind_output(Slot& slot) {
   auto& ctx = engine_.context();
   slot.tensor.shape = ctx.getTensorShape(slot.tensor.name.c_str());
   for (int32_t i = 0; i < slot.tensor.shape.nbDims; ++i) {
-    if (slot.tensor.shape.d[i] < 0) throw Error(engine_.name() + ": output '" + slot.tensor.name + "' has a data-dependent shape; the host needs shapes known from the inputs");
+    if (slot.tensor.shape.d[i] < 0) {
+      throw Error(engine_.name() + ": output '" + slot.tensor.name
+          + "' has a data-dependent shape; the host needs shapes known from the inputs");
+    }
   }
   slot.buffer.reserve(static_cast<std::size_t>(volume(slot.tensor.shape)) * element_size(slot.tensor.dtype));
-  if (!ctx.setTensorAddress(slot.tensor.name.c_str(), slot.buffer.get())) throw Error(engine_.name() + ": cannot bind '" + slot.tensor.name + "'");
+  if (!ctx.setTensorAddress(slot.tensor.name.c_str(), slot.buffer.get())) {
+    throw Error(engine_.name() + ": cannot bind '" + slot.tensor.name + "'");
+  }
 }
 
 const std::vector<float>& TrtDecoder::step(const StepFeeds& f) {
@@ -227,9 +254,12 @@ const std::vector<float>& TrtDecoder::step(const StepFeeds& f) {
   for (auto& s : states_) {
     if (!s.past.buffer.get()) throw Error(engine_.name() + ": step before reset(batch)");
     if (!ctx.setInputShape(s.past.tensor.name.c_str(), s.past.tensor.shape)) {
-      throw Error(engine_.name() + ": state " + s.past.tensor.describe() + " is outside the engine's optimization profile");
+      throw Error(engine_.name() + ": state " + s.past.tensor.describe()
+          + " is outside the engine's optimization profile");
     }
-    if (!ctx.setTensorAddress(s.past.tensor.name.c_str(), s.past.buffer.get())) throw Error(engine_.name() + ": cannot bind '" + s.past.tensor.name + "'");
+    if (!ctx.setTensorAddress(s.past.tensor.name.c_str(), s.past.buffer.get())) {
+      throw Error(engine_.name() + ": cannot bind '" + s.past.tensor.name + "'");
+    }
   }
   bind_output(logits_);
   for (auto& s : states_) bind_output(s.present);
@@ -238,10 +268,13 @@ const std::vector<float>& TrtDecoder::step(const StepFeeds& f) {
   // Greedy needs only each row's last position: copy those rows back.
   const std::size_t esize = element_size(logits_.tensor.dtype);
   const int64_t seq = logits_.tensor.shape.d[1];
-  staging_.resize(static_cast<std::size_t>(f.batch * vocab_) * esize);
+  std::vector<unsigned char>& host = logits_.host;
+  host.resize(static_cast<std::size_t>(f.batch * vocab_) * esize);
+  const auto* base = static_cast<const unsigned char*>(logits_.buffer.get());
+  const auto row_bytes = static_cast<std::size_t>(vocab_) * esize;
   for (int64_t r = 0; r < f.batch; ++r) {
-    const auto* src = static_cast<const unsigned char*>(logits_.buffer.get()) + static_cast<std::size_t>((r * seq + seq - 1) * vocab_) * esize;
-    cuda_check(cudaMemcpyAsync(staging_.data() + static_cast<std::size_t>(r * vocab_) * esize, src, static_cast<std::size_t>(vocab_) * esize,
+    const auto* src = base + static_cast<std::size_t>(r * seq + seq - 1) * row_bytes;
+    cuda_check(cudaMemcpyAsync(host.data() + static_cast<std::size_t>(r) * row_bytes, src, row_bytes,
                                cudaMemcpyDeviceToHost, stream_.get()),
                "cudaMemcpyAsync(logits)");
   }
@@ -250,10 +283,10 @@ const std::vector<float>& TrtDecoder::step(const StepFeeds& f) {
   last_logits_.resize(static_cast<std::size_t>(f.batch * vocab_));
   for (std::size_t i = 0; i < last_logits_.size(); ++i) {
     if (logits_.tensor.dtype == nvinfer1::DataType::kFLOAT) {
-      std::memcpy(&last_logits_[i], staging_.data() + i * 4, 4);
+      std::memcpy(&last_logits_[i], host.data() + i * 4, 4);
     } else {
       uint16_t bits;
-      std::memcpy(&bits, staging_.data() + i * 2, 2);
+      std::memcpy(&bits, host.data() + i * 2, 2);
       last_logits_[i] = logits_.tensor.dtype == nvinfer1::DataType::kHALF ? half_to_float(bits) : bfloat16_to_float(bits);
     }
   }

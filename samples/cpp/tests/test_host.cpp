@@ -78,7 +78,8 @@ Prompts reference(const Prompts& prompts, int steps) {
   const StepFeeds f = left_pad(prompts, 0);
   Prompts out(prompts.size());
   for (std::size_t r = 0; r < prompts.size(); ++r) {
-    std::vector<int64_t> fed(f.ids.begin() + static_cast<long>(r * f.seq), f.ids.begin() + static_cast<long>((r + 1) * f.seq));
+    std::vector<int64_t> fed(f.ids.begin() + static_cast<long>(r * f.seq), f.ids.begin() + static_cast<long>((r
+        + 1) * f.seq));
     int64_t mask_sum = static_cast<int64_t>(prompts[r].size());
     int64_t pos = static_cast<int64_t>(prompts[r].size()) - 1;
     int64_t codes = 0, acc = 0;  // sums of the state before the step
@@ -196,7 +197,8 @@ std::map<std::string, std::function<void(const std::shared_ptr<OrtRuntime>&)>> c
     expect_error([&] { Model(ort, ModelSource::bytes(junk.data(), junk.size(), "junk")); }, "cannot load junk");
     ModelOptions o;
     o.custom_ops_library = "/nonexistent/libparekit_ort.so";
-    expect_error([&] { Model(ort, ModelSource::bytes(decoder_bytes.data(), decoder_bytes.size()), o); }, "no such file");
+    expect_error([&] { Model(ort, ModelSource::bytes(decoder_bytes.data(), decoder_bytes.size()), o); },
+        "no such file");
     Model enc(ort, ModelSource::bytes(encoder_bytes.data(), encoder_bytes.size(), "tiny_encoder"));
     expect_error([&] { OrtDecoder d(enc); }, "none of input_ids, attention_mask, position_ids, past*");
     expect_error([&] { OrtRuntime::open("/nonexistent/libonnxruntime.so.1"); }, "already loaded");

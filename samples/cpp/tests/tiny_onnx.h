@@ -65,7 +65,8 @@ inline Message value_info(const std::string& name, ElemType type, const std::vec
   return vi;
 }
 
-inline Message int64_tensor(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& values) {
+inline Message int64_tensor(const std::string& name, const std::vector<int64_t>& dims,
+    const std::vector<int64_t>& values) {
   Message t;
   for (int64_t d : dims) t.varint(1, static_cast<uint64_t>(d));
   t.varint(2, kInt64).bytes(8, name);
@@ -73,7 +74,8 @@ inline Message int64_tensor(const std::string& name, const std::vector<int64_t>&
   return t;
 }
 
-inline Message float_tensor(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& values) {
+inline Message float_tensor(const std::string& name, const std::vector<int64_t>& dims,
+    const std::vector<float>& values) {
   Message t;
   for (int64_t d : dims) t.varint(1, static_cast<uint64_t>(d));
   t.varint(2, kFloat).bytes(8, name);

@@ -116,6 +116,7 @@ class TrtDecoder : public Stepper {
   struct Slot {
     TrtTensor tensor;  // shape: the current one
     DeviceBuffer buffer;
+    std::vector<unsigned char> host;  // staging for uploads (ids, mask, positions) and the logits rows
   };
   struct State {
     Slot past, present;
@@ -129,7 +130,6 @@ class TrtDecoder : public Stepper {
   bool has_positions_ = false;
   std::vector<State> states_;
   int64_t vocab_ = 0;
-  std::vector<unsigned char> staging_;
   std::vector<float> last_logits_;
   double last_step_s_ = 0;
 };
