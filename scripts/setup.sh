@@ -39,3 +39,13 @@ echo "setup.sh: built $(pwd)/build/native/libparekit_ort.so"
 if [[ -f build/native/plugins_trt/libparekit_trt_plugins.so ]]; then
   echo "setup.sh: built $(pwd)/build/native/plugins_trt/libparekit_trt_plugins.so"
 fi
+# The C++ host (samples/cpp): runs optimized models through a dlopen'd ONNX Runtime (the wheel's library);
+# its TensorRT program is compiled where nvcc and the TensorRT headers are found.
+host_generator=()
+if [[ ! -f build/cpp_host/CMakeCache.txt ]] && command -v ninja >/dev/null; then host_generator=(-G Ninja); fi
+# shellcheck disable=SC2086  # CMAKE_ARGS is a list of -D options
+cmake -S samples/cpp -B build/cpp_host "${host_generator[@]}" -DCMAKE_BUILD_TYPE=Release -DPAREKIT_HOST_WERROR="$werror" \
+  -DPython3_EXECUTABLE="$(command -v "$PY")" ${CMAKE_ARGS:-} >build/cpp_host-configure.log 2>&1 \
+  || { cat build/cpp_host-configure.log >&2; echo "setup.sh: configuring the C++ host failed (log above)" >&2; exit 1; }
+cmake --build build/cpp_host || { echo "setup.sh: building the C++ host failed (compiler output above)" >&2; exit 1; }
+echo "setup.sh: built $(pwd)/build/cpp_host/parekit-host"

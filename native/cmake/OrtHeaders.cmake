@@ -16,7 +16,7 @@ else()
     set(_dest "${CMAKE_BINARY_DIR}/_deps/onnxruntime-headers")
     if(NOT EXISTS "${_dest}/onnxruntime_c_api.h")
       message(STATUS "parekit: fetching ONNX Runtime C API headers (Debian libonnxruntime-dev)")
-      execute_process(COMMAND bash "${CMAKE_CURRENT_SOURCE_DIR}/../scripts/fetch_ort_headers.sh" "${_dest}"
+      execute_process(COMMAND bash "${CMAKE_CURRENT_LIST_DIR}/../../scripts/fetch_ort_headers.sh" "${_dest}"
                       RESULT_VARIABLE _rc)
       if(NOT _rc EQUAL 0)
         message(FATAL_ERROR "parekit: could not fetch the ONNX Runtime headers; set PAREKIT_ORT_INCLUDE_DIR "
