@@ -43,6 +43,7 @@ from typing import Literal
 import onnx_ir as ir
 
 from parekit.analysis.modelmap import ModelMap
+from parekit.analysis.norms import norm_region
 from parekit.errors import OptionError
 from parekit.ops import PAREKIT_DOMAIN, op_names
 from parekit.passes.base import Pass
@@ -55,16 +56,7 @@ logger = logging.getLogger(__name__)
 DTYPES = {"fp16": ir.DataType.FLOAT16, "bf16": ir.DataType.BFLOAT16}
 CATEGORIES = ("norms", "head", "parekit")
 """Keep entries that name a kind of node rather than an op type or a node name."""
-FUSED_NORMS = (
-    "LayerNormalization",
-    "RMSNormalization",
-    "GroupNormalization",
-    "InstanceNormalization",
-    "SimplifiedLayerNormalization",
-)
 _OP_TYPE_RE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
-_NORM_CHAIN = ("Add", "Sqrt", "Reciprocal", "Div", "Mul", "Cast")
-"""Ops between a decomposed norm's ReduceMean and the normalized value."""
 
 
 def _is_op_type(entry: str) -> bool:
@@ -184,11 +176,8 @@ class PrecisionPass(Pass[PrecisionOptions]):
                 mark(node, f"custom domain {node.domain}")
         if "norms" in keep:
             for node in nodes:
-                if node.op_type in FUSED_NORMS and node.domain in ("", "ai.onnx"):
-                    mark(node, "norms")
-                elif node.op_type == "ReduceMean":
-                    for member in _decomposed_norm(node) or ():
-                        mark(member, "norms")
+                for member in norm_region(node) or ():
+                    mark(member, "norms")
         if "head" in keep:
             head = set(mm.head_nodes)
             for node in nodes:
@@ -219,53 +208,3 @@ class PrecisionPass(Pass[PrecisionOptions]):
 
 def _has_graphs(attr: ir.Attr) -> bool:
     return attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-
-
-def _decomposed_norm(reduce: ir.Node) -> list[ir.Node] | None:
-    """The nodes of a decomposed RMS/LayerNorm around ``reduce`` (its variance ReduceMean), or ``None``.
-
-    Matched: ``Pow(x, ·) → ReduceMean → (Add | Sqrt | Reciprocal | Div | Mul | Cast)* → Mul/Div(x, ·)``
-    with ``x = Sub(x0, ReduceMean(x0))`` for LayerNorm, then trailing ``Mul``/``Add`` with a constant
-    operand (weight, bias).
-    """
-    square = reduce.inputs[0].producer() if reduce.inputs[0] is not None else None
-    if square is None or square.op_type != "Pow" or square.inputs[0] is None:
-        return None
-    region = [square, reduce]
-    x = square.inputs[0]
-    roots = {id(x)}
-    centre = x.producer()
-    if centre is not None and centre.op_type == "Sub" and centre.inputs[1] is not None:
-        mean = centre.inputs[1].producer()
-        if mean is not None and mean.op_type == "ReduceMean" and mean.inputs[0] is centre.inputs[0]:
-            region += [mean, centre]
-    value = reduce.outputs[0]
-    for _ in range(len(_NORM_CHAIN) + 2):
-        uses = list(value.uses())
-        if len(uses) != 1 or uses[0][0].op_type not in _NORM_CHAIN:
-            return None
-        user, index = uses[0]
-        region.append(user)
-        value = user.outputs[0]
-        if any(v is not None and id(v) in roots for i, v in enumerate(user.inputs) if i != index):
-            break  # the normalize step: x times (or over) the statistic
-    else:
-        return None
-    while True:
-        uses = list(value.uses())
-        if len(uses) != 1:
-            break
-        user, index = uses[0]
-        others = [v for i, v in enumerate(user.inputs) if i != index]
-        if user.op_type not in ("Mul", "Add") or not all(_constant(v) for v in others):
-            break
-        region.append(user)
-        value = user.outputs[0]
-    return region
-
-
-def _constant(value: ir.Value | None) -> bool:
-    if value is None:
-        return False
-    producer = value.producer()
-    return value.const_value is not None or (producer is not None and producer.op_type == "Constant")
