@@ -46,6 +46,8 @@ ALLOWED: dict[str, set[str]] = {
     "engines": {"analysis", "backends", "ops", "passes", "runtime"},
     # early exit (issue 11): trained exit adapters (torch lazily, samples extra)
     "training": {"analysis", "backends", "calibration", "data", "passes"},
+    # serving (issue 15): Triton model repositories; the contract's names from runtime, state-reset from passes
+    "serving": {"backends", "passes", "runtime"},
 }
 
 
