@@ -19,6 +19,7 @@ from parekit.cli.build_cmd import build_cmd  # lowering (issue 14): TensorRT / T
 from parekit.cli.check import check
 from parekit.cli.common import Group, setup_logging
 from parekit.cli.decode import eval_cmd, generate_cmd
+from parekit.cli.export_cmd import export_cmd  # serving (issue 15): Triton model repositories
 from parekit.cli.inspect_cmd import inspect
 from parekit.cli.native_cmd import native_cmd
 from parekit.cli.optimize import optimize
@@ -48,6 +49,7 @@ def cli(verbose: int) -> None:
       parekit bench minilm.onnx minilm.d.onnx
       parekit native build                 (C++ kernels for the parekit ops; --native/--no-native)
       parekit build minilm.d.onnx -o minilm.plan --backend tensorrt-rtx   (a TensorRT engine plan)
+      parekit export triton minilm.d.onnx -o repo   (a Triton Inference Server model repository)
     """
     setup_logging(verbose)
 
@@ -57,6 +59,7 @@ for command in (samples, inspect, passes_cmd, optimize, check, bench, generate_c
 cli.add_command(split)  # early exit (issue 11)
 cli.add_command(bench_decode_cmd)  # early exit part 2 (issue 12)
 cli.add_command(build_cmd)  # lowering (issue 14)
+cli.add_command(export_cmd)  # serving (issue 15)
 
 # early exit (issue 11): trained exit adapters
 cli.add_command(train_exit_cmd)
