@@ -1,48 +1,12 @@
-"""Helpers of the served tests and the load bench: a Triton HTTP client per thread, sequence decoding,
-and the listening sockets of a process (to prove a server binds loopback only)."""
+"""Helpers of the served tests: the client calls (parekit.serving.client), and the listening sockets and
+children of a process (to prove a server binds loopback only and leaves no stub behind)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-
-TIMEOUT_S = 60.0
-"""Network timeout of every client call: a hung server fails the test instead of stalling it."""
-
-
-def client(url: str):
-    import tritonclient.http as http
-
-    return http.InferenceServerClient(url, connection_timeout=TIMEOUT_S, network_timeout=TIMEOUT_S)
-
-
-def embed(cl, model: str, ids: np.ndarray, mask: np.ndarray, outputs=("sentence_embedding",)) -> dict:
-    import tritonclient.http as http
-
-    inputs = [http.InferInput("input_ids", list(ids.shape), "INT64"),
-              http.InferInput("attention_mask", list(mask.shape), "INT64")]
-    inputs[0].set_data_from_numpy(ids)
-    inputs[1].set_data_from_numpy(mask)
-    result = cl.infer(model, inputs, outputs=[http.InferRequestedOutput(o) for o in outputs])
-    return {o: result.as_numpy(o) for o in outputs}
-
-
-def decode(cl, model: str, sequence_id: int, prompt: list[int], steps: int) -> list[int]:
-    """Greedy ids of one sequence: the prompt at START, then each new token, END on the last request."""
-    import tritonclient.http as http
-
-    ids = np.array([prompt], np.int64)
-    tokens: list[int] = []
-    for i in range(steps):
-        inp = http.InferInput("input_ids", list(ids.shape), "INT64")
-        inp.set_data_from_numpy(ids)
-        result = cl.infer(model, [inp], sequence_id=sequence_id, sequence_start=i == 0, sequence_end=i == steps - 1)
-        token = int(result.as_numpy("next_token")[0, 0])
-        tokens.append(token)
-        ids = np.array([[token]], np.int64)
-    return tokens
+from parekit.serving.client import TIMEOUT_S, client, decode, embed  # noqa: F401 (re-exported for the tests)
 
 
 def listening_addresses(pids: list[int]) -> list[str]:
