@@ -49,3 +49,8 @@ cmake -S samples/cpp -B build/cpp_host "${host_generator[@]}" -DCMAKE_BUILD_TYPE
   || { cat build/cpp_host-configure.log >&2; echo "setup.sh: configuring the C++ host failed (log above)" >&2; exit 1; }
 cmake --build build/cpp_host || { echo "setup.sh: building the C++ host failed (compiler output above)" >&2; exit 1; }
 echo "setup.sh: built $(pwd)/build/cpp_host/parekit-host"
+# The local Triton server of the serving tests (nvidia-pytriton pins numpy<2: a venv of its own,
+# build/triton-venv, from requirements/triton-venv.txt). PAREKIT_NO_TRITON=1 skips it (those tests then skip).
+if [[ "${PAREKIT_NO_TRITON:-0}" != 1 ]]; then
+  PYTHON="$PY" bash scripts/triton_venv.sh build/triton-venv
+fi

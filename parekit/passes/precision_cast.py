@@ -81,7 +81,9 @@ def slot_allows(node: ir.Node, opset: int, kind: str, index: int, target: ir.Dat
 
 def saturate(array: np.ndarray, target: ir.DataType) -> np.ndarray:
     """``array`` in the target type, finite values clipped to its finite range (NaN/inf kept)."""
-    limit = float(np.finfo(target.numpy()).max)
+    import ml_dtypes  # (onnx's own dependency) its finfo knows bfloat16 on every release; NumPy's only on some
+
+    limit = float(ml_dtypes.finfo(target.numpy()).max)
     finite = np.isfinite(array)
     clipped = np.where(finite, np.clip(array, -limit, limit), array)
     return clipped.astype(target.numpy())
