@@ -226,3 +226,24 @@ def test_tensorrt_rtx_builds_a_state_reset_decoder(run_cli, sample_path, tmp_pat
     for point in ("min", "opt", "max"):
         assert inputs[START_INPUT][point] == [inputs["past.0.key"][point][0], 1], point
     assert plan.stat().st_size > 0
+
+
+@pytest.mark.slow  # SmolLM2-135M real weights (≈ 25 s on 2 shared cores)
+def test_smollm2_kv_window_reset(sample_path):
+    from parekit.frontends.onnx_file import load_model
+    from parekit.passes import get_pass
+
+    model = load_model(sample_path("smollm2", 23))
+    kv_window = get_pass("kv-window")
+    kv_window(kv_window.options_type(sink=4, window=12))(model)
+    base = DecoderSession(clone(model))
+    reset_state(model)
+    reset = DecoderSession(model)
+    *_, last = _decode(reset, [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]], 10, start=True)
+    stale = {"past" + n[len("present") :]: v for n, v in last.items() if n.startswith("present")}
+    for k, (a, b, c) in enumerate(
+        zip(_decode(base, [PROMPTS[0]], 4), _decode(reset, [PROMPTS[0]], 4, start=False),
+            _decode(reset, [PROMPTS[0]], 4, state=stale, start=True), strict=True)
+    ):
+        _assert_same(a, b, f"start=false step {k}")
+        _assert_same(a, c, f"restart step {k}")
