@@ -40,6 +40,8 @@ _PASS_MODULES: tuple[str, ...] = (
     "parekit.passes.precision",
     # early exit (issue 11)
     "parekit.passes.early_exit",
+    # serving (issue 15): a START control input for Triton's implicit state
+    "parekit.passes.state_reset",
 )
 """Modules holding the built-in passes, one pass per module, named after the pass."""
 

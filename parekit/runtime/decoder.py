@@ -10,6 +10,10 @@ The contract (README, "Decoder I/O contract"): every output ``present<suffix>`` 
 ``attention_mask`` covers all tokens seen so far plus the new ones; ``position_ids`` are absolute. At
 prefill each ``past*`` input is an empty tensor built from the graph's input spec: the batch dim (axis
 0) is the batch size, every other symbolic dim is 0, fixed dims are as declared.
+
+One optional rule: a BOOL input named ``start`` (:data:`START_INPUT`, the ``state-reset`` pass's default)
+``[B, 1]`` is fed true on the step whose past is the empty state (the prefill) and false after. Such a model
+empties its own past when ``start`` is true, which is how Triton's implicit state restarts a sequence.
 """
 
 from __future__ import annotations
@@ -27,12 +31,27 @@ if TYPE_CHECKING:
     from parekit.backends.ort import ModelSource, OrtRunner
     from parekit.backends.specs import TensorSpec
 
-__all__ = ["PAST_PREFIX", "PRESENT_PREFIX", "DecoderSession", "State", "empty_state", "left_pad", "state_nbytes"]
+__all__ = [
+    "PAST_PREFIX",
+    "PRESENT_PREFIX",
+    "START_INPUT",
+    "DecoderSession",
+    "State",
+    "empty_state",
+    "is_empty_state",
+    "left_pad",
+    "check_start_input",
+    "start_feeds",
+    "state_nbytes",
+]
 
 logger = logging.getLogger(__name__)
 
 PAST_PREFIX = "past"
 PRESENT_PREFIX = "present"
+START_INPUT = "start"
+"""The optional control input: BOOL ``[B, 1]``, true when the past is the empty state (equal to the
+``state-reset`` pass's default name; the runtime may not import passes, a test keeps them equal)."""
 
 State = dict[str, np.ndarray]
 """Everything fed back between steps: ``past<suffix>`` → array."""
@@ -86,6 +105,8 @@ class DecoderSession:
                     note=f"inputs: {', '.join(specs)}",
                 )
         self.has_position_ids = "position_ids" in specs
+        self.start_input: str | None = check_start_input(specs.get(START_INPUT), self.name)
+        """:data:`START_INPUT` when the model takes it (fed by :meth:`step`), else ``None``."""
         self.state_specs: list[TensorSpec] = [s for n, s in specs.items() if n.startswith(PAST_PREFIX)]
         if not self.state_specs:
             raise ParekitError(
@@ -138,6 +159,8 @@ class DecoderSession:
         feeds: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, **state}
         if self.has_position_ids:
             feeds["position_ids"] = position_ids
+        if self.start_input is not None:
+            feeds.update(start_feeds(self.state_specs, state, input_ids.shape[0]))
         if not self._checked:
             feeds = self.runner.prepare_feeds(feeds)
             self._checked = True
@@ -167,6 +190,43 @@ def empty_state(specs: Sequence[TensorSpec], batch: int, model: str) -> State:
             dims[0] = batch
         state[spec.name] = np.zeros(dims, dtype=spec.dtype)
     return state
+
+
+def is_empty_state(specs: Sequence[TensorSpec], state: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``state`` is the prefill's empty state: every symbolic non-batch dim of every ``past*``
+    spec is 0 in its array (arrays missing from ``state`` or of another rank do not count)."""
+    for spec in specs:
+        array = state.get(spec.name)
+        if spec.shape is None or array is None or array.ndim != len(spec.shape):
+            continue
+        if any(not isinstance(d, int) and array.shape[ax] for ax, d in enumerate(spec.shape) if ax):
+            return False
+    return True
+
+
+def start_feeds(specs: Sequence[TensorSpec], state: Mapping[str, np.ndarray], batch: int) -> State:
+    """The :data:`START_INPUT` feed for a step from ``state``: ``[batch, 1]`` true when the state is empty.
+
+    Loops that build their feeds themselves add this to them when the model takes the input.
+    """
+    return {START_INPUT: np.full((batch, 1), is_empty_state(specs, state), dtype=np.bool_)}
+
+
+def check_start_input(spec: TensorSpec | None, model: str) -> str | None:
+    """:data:`START_INPUT` when ``spec`` (the model's input of that name, or ``None``) is the contract's
+    reset control, ``None`` when the model has no such input.
+
+    Raises:
+        ParekitError: The model has an input of that name that is not bool ``[batch, 1]``.
+    """
+    if spec is None:
+        return None
+    if spec.dtype != np.bool_ or (spec.shape is not None and len(spec.shape) != 2):
+        raise ParekitError(
+            f"{model}: input '{START_INPUT}' is {spec}, the contract's reset control is bool [batch, 1]",
+            note="a model made by the state-reset pass takes it; rename any other input of that name",
+        )
+    return START_INPUT
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

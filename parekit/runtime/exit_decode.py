@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from parekit.errors import BackendError, DataError, OptionError, echo, one_line
-from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, State, empty_state
+from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, START_INPUT, State, empty_state
 from parekit.runtime.exit_policy import ExitPolicy, margin, parse_policy
 from parekit.runtime.generate import Generation, generate
 from parekit.runtime.sampling import SamplingOptions
@@ -132,6 +132,12 @@ class ExitSession:
         proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
         source = str(model) if isinstance(model, (str, Path)) else (proto.graph.name or "model")
         self.name = f"{source} --exit {self.policy.text}"
+        if any(v.name == START_INPUT for v in proto.graph.input):
+            raise OptionError(
+                f"{self.name}: the model takes the '{START_INPUT}' reset input (state-reset), which the kv-fill "
+                "pieces do not follow",
+                note="run --exit on the model as it was before the state-reset pass",
+            )
         mm = _structure(proto, discover)
         own = exit_layers(proto)
         if cuts is not None:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from parekit.errors import DataError, OptionError
-from parekit.runtime.decoder import DecoderSession, State
+from parekit.runtime.decoder import DecoderSession, State, start_feeds
 from parekit.runtime.speculative import Draft, DraftView, speculative_generate
 
 __all__ = [
@@ -266,8 +266,10 @@ def _influence(variants: LayerVariants, verifier: DecoderSession, prompts: list[
     for p in prompts:
         ids = np.array([p], dtype=np.int64)
         position = np.arange(len(p), dtype=np.int64)[None]
+        state = verifier.empty_state(1)
+        start = start_feeds(verifier.state_specs, state, 1) if verifier.start_input else {}
         feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": position,
-                      **verifier.empty_state(1)})
+                      **state, **start})
     return variants.influence(feeds, f"skip:auto: {len(prompts)} calibration paragraphs")
 
 
