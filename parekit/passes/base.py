@@ -183,6 +183,10 @@ class Pass(ir.passes.InPlacePass, Generic[O]):
     options_type: ClassVar[type]
     required_passes: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
+    needs_structure: ClassVar[bool] = True
+    """``False`` for a pass whose rewrite reads only the graph's inputs and outputs: no structure discovery
+    runs for it (:meth:`call` and the manager hand :meth:`run` ``None``), so it also applies after passes
+    whose graphs discovery no longer follows."""
 
     def __init__(self, options: O, ctx: PassContext | None = None) -> None:
         super().__init__()
@@ -197,9 +201,9 @@ class Pass(ir.passes.InPlacePass, Generic[O]):
         """Analyze the model, then :meth:`run` the rewrite (the ``onnx_ir`` pass entry point)."""
         start = time.perf_counter()
         self.precheck(model)
-        mm = self.ctx.analyze(model)
+        mm = self.ctx.analyze(model) if self.needs_structure else None
         self.model_map = mm
-        result = self.run(model, mm)
+        result = self.run(model, mm)  # type: ignore[arg-type]  # None only where needs_structure is False
         self.report.seconds = time.perf_counter() - start
         if not isinstance(result, ir.passes.PassResult):
             raise TypeError(f"{type(self).__qualname__}.run must return an onnx_ir PassResult")

@@ -254,7 +254,7 @@ def _run_passes(
             if bar is not None:
                 bar.update(task, description=f"{cls.name}")
             cls(options, ctx).precheck(model)  # refusals that need no structure map come first
-            mm = _analyze(ctx, model, cls.name, earlier)
+            mm = _analyze(ctx, model, cls.name, earlier) if cls.needs_structure else None
             dims = dim_bindings(ctx.flop_dims, mm)
             # The last pass's "after" is this pass's "before" when the dims did not change.
             before = (
@@ -262,7 +262,8 @@ def _run_passes(
             )
             before_nodes = _nodes(model)
 
-            pass_ = cls(options, dataclasses.replace(ctx, analyze=_AnalyzeOnce(ctx.analyze, model, mm)))
+            once = ctx if mm is None else dataclasses.replace(ctx, analyze=_AnalyzeOnce(ctx.analyze, model, mm))
+            pass_ = cls(options, once)
             logger.info("running %s", pass_.report.spec)
             outcome = _run_pass(pass_, model, earlier)
             if outcome.modified:

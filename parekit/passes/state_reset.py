@@ -18,9 +18,8 @@ The reset is batch-wide (one shared length per state tensor cannot be empty for 
 state-reset model with one sequence per batch, or all rows starting together.
 
 Structure is not needed: the rewrite reads only the graph's inputs, so it also applies to graphs that
-discovery no longer follows (fused kv-quant attention, token-reduced models). The pass manager still runs
-discovery before every pass; :func:`reset_state` applies the same rewrite without it (for a pipeline
-that ends in passes discovery cannot follow).
+discovery no longer follows (fused kv-quant attention): ``needs_structure = False``, the manager runs no
+discovery for it. :func:`reset_state` applies the same rewrite outside a pipeline.
 
 Identity configuration: ``input=""`` (nothing changes).
 """
@@ -81,6 +80,8 @@ class StateResetOptions:
 @register("state-reset", options=StateResetOptions)
 class StateResetPass(Pass[StateResetOptions]):
     """Add a BOOL `start` input that empties every past* input when true (Triton implicit state)."""
+
+    needs_structure = False
 
     def precheck(self, model: ir.Model) -> None:
         name = self.options.input

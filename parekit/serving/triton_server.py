@@ -161,10 +161,10 @@ class TritonServer:
             if self.proc.poll() is not None:
                 raise BackendError(f"tritonserver exited with status {self.proc.returncode} before it was ready: "
                                    f"{self.log_tail()}")
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
+            with contextlib.suppress(urllib.error.URLError, OSError), \
+                    urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return self
             time.sleep(0.2)
         self.stop()
         raise BackendError(f"tritonserver was not ready after {self.ready_timeout:.0f} s: {self.log_tail()}")

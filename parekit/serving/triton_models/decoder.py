@@ -81,7 +81,7 @@ class TritonPythonModel:
 
     def _empty(self) -> dict[str, np.ndarray]:
         """The contract's empty past: batch 1, every other symbolic dim 0, fixed dims as declared."""
-        state = {}
+        state: dict[str, np.ndarray] = {}
         for spec in self.past:
             dims = [d if isinstance(d, int) else 0 for d in spec.shape]
             if dims and not isinstance(spec.shape[0], int):
