@@ -23,3 +23,5 @@ parekit bench out/minilm.onnx out/minilm.d.onnx out/minilm.p.onnx --data text --
   --json-file out/bench.json
 # A TensorRT-RTX engine plan of the token-pruned model (its CPU-only builder needs no GPU; parekit[tensorrt-rtx]).
 parekit build out/minilm.p.onnx -o out/minilm.p.plan --backend tensorrt-rtx --report out/build.json
+# A Triton Inference Server model repository of it (config.pbtxt built and validated with Triton's own schema).
+parekit export triton out/minilm.p.onnx -o out/repo --overwrite

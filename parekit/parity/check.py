@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parekit.errors import ParityError
+from parekit.parity.controls import with_start
 from parekit.parity.metrics import METRICS, MetricAccumulator
 from parekit.parity.npz import load_npz, save_npz
 from parekit.parity.thresholds import Thresholds
@@ -176,7 +177,7 @@ def compare_models(
 
     def pairs() -> Iterator[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]:
         for feed in _progress(feed_sets, progress, "comparing"):
-            yield ref.run(feed, names), cand.run(feed, names)
+            yield ref.run(feed, names), cand.run(with_start(cand, feed), names)
 
     report = _report(pairs(), names, not_compared, limits, len(feed_sets), ref.name, cand.name)
     report.native = {"reference": _native(ref), "candidate": _native(cand)}

@@ -248,3 +248,19 @@ def test_smollm2_kv_window_reset(sample_path):
     ):
         _assert_same(a, b, f"start=false step {k}")
         _assert_same(a, c, f"restart step {k}")
+
+
+@pytest.mark.parametrize("past", [0, 4])
+def test_parekit_check_feeds_start_by_the_contract(run_cli, sample_path, tmp_path, past):
+    """`parekit check ORIGINAL RESET`: the candidate's extra `start` is fed true only for an empty past
+    (true with a non-empty past would be a fresh prefill, and parity would fail at past=4)."""
+    from parekit.parity.controls import with_start
+
+    reset = tmp_path / "reset.onnx"
+    run_cli("optimize", sample_path("llama-tiny"), "--passes", "state-reset", "-o", reset)
+    dims = ["--dim", f"past={past}"] if past else []  # default feeds: the empty past
+    out = run_cli("check", sample_path("llama-tiny"), reset, *dims, "--threshold", "max_abs=0").output
+    assert "all thresholds met" in out
+    runner = type("R", (), {"input_specs": DecoderSession(reset).runner.input_specs})()
+    feed = {"input_ids": np.zeros((2, 3), np.int64), "past.0.key": np.zeros((2, 2, past, 16), np.float32)}
+    assert with_start(runner, feed)["start"].tolist() == [[past == 0]] * 2
