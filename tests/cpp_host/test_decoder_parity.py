@@ -24,6 +24,9 @@ PIPELINES = [
     "kv-quant{bits=4,group=4,residual=2}",
     "kv-quant{bits=8,group=4,residual=2,fused=false}",
     "kv-quant{bits=4,group=4,residual=2,fused=false}",
+    # the state-reset pass's BOOL start input (Triton's implicit state): the host feeds it true after reset()
+    "state-reset",
+    "kv-quant{bits=8,group=4,residual=2},state-reset",
 ]
 PROMPT = [11, 402, 87, 5, 913, 250, 64, 3, 777, 38]
 BATCH = [[11, 402, 87, 5, 913, 250, 64, 3, 777, 38], [9, 120, 44]]

@@ -33,9 +33,15 @@ OrtDecoder::OrtDecoder(Model& model) : model_(model) {
       mask_ = i, has_mask = true;
     } else if (spec.name == "position_ids") {
       positions_ = i, has_positions_ = true;
+    } else if (spec.name == "start") {
+      // the state-reset pass (Triton's implicit state): true when the past is the empty past
+      if (spec.dtype != DType::kBool || spec.shape.size() != 2) {
+        throw Error(model.name() + ": input " + spec.describe() + " must be bool [batch, 1] (the state-reset control)");
+      }
+      start_ = i, has_start_ = true;
     } else if (!starts_with(spec.name, kPast)) {
       throw Error(model.name() + ": input '" + spec.name
-          + "' is none of input_ids, attention_mask, position_ids, past*");
+          + "' is none of input_ids, attention_mask, position_ids, start, past*");
     } else if (spec.dtype == DType::kOther) {
       throw Error(model.name() + ": state input '" + spec.name + "' has an element type the host does not handle");
     }
@@ -96,6 +102,7 @@ void OrtDecoder::reset(int64_t batch) {
     const std::size_t bytes = feeds_[slot].GetTensorTypeAndShapeInfo().GetElementCount() * dtype_size(spec.dtype);
     if (bytes > 0) std::memset(feeds_[slot].GetTensorMutableRawData(), 0, bytes);
   }
+  fresh_ = true;
 }
 
 const std::vector<float>& OrtDecoder::step(const StepFeeds& f) {
@@ -114,6 +121,13 @@ const std::vector<float>& OrtDecoder::step(const StepFeeds& f) {
   feeds_[ids_] = wrap(f.ids, seq_shape);
   feeds_[mask_] = wrap(f.mask, mask_shape);
   if (has_positions_) feeds_[positions_] = wrap(f.positions, seq_shape);
+  if (has_start_) {
+    Ort::AllocatorWithDefaultOptions allocator;
+    const int64_t start_shape[2] = {f.batch, 1};
+    feeds_[start_] = Ort::Value::CreateTensor(allocator, start_shape, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL);
+    bool* flags = feeds_[start_].GetTensorMutableData<bool>();
+    for (int64_t r = 0; r < f.batch; ++r) flags[r] = fresh_;
+  }
   std::vector<Ort::Value> out;
   const auto start = std::chrono::steady_clock::now();
   try {
@@ -123,6 +137,7 @@ const std::vector<float>& OrtDecoder::step(const StepFeeds& f) {
     throw Error("ONNX Runtime failed running " + model_.name() + ": " + one_line(e.what()));
   }
   last_step_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fresh_ = false;
   // present -> past: the values move into the input slots, no copy.
   for (std::size_t k = 0; k < state_inputs_.size(); ++k) feeds_[state_inputs_[k]] = std::move(out[k + 1]);
   auto info = out[0].GetTensorTypeAndShapeInfo();

@@ -200,7 +200,7 @@ std::map<std::string, std::function<void(const std::shared_ptr<OrtRuntime>&)>> c
     expect_error([&] { Model(ort, ModelSource::bytes(decoder_bytes.data(), decoder_bytes.size()), o); },
         "no such file");
     Model enc(ort, ModelSource::bytes(encoder_bytes.data(), encoder_bytes.size(), "tiny_encoder"));
-    expect_error([&] { OrtDecoder d(enc); }, "none of input_ids, attention_mask, position_ids, past*");
+    expect_error([&] { OrtDecoder d(enc); }, "none of input_ids, attention_mask, position_ids, start, past*");
     expect_error([&] { OrtRuntime::open("/nonexistent/libonnxruntime.so.1"); }, "already loaded");
   };
   c["options_errors"] = [decoder](const std::shared_ptr<OrtRuntime>& ort) {

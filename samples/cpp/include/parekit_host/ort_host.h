@@ -128,8 +128,10 @@ class OrtDecoder : public Stepper {
   std::vector<std::string> output_names_;  // logits first, then each state's present
   std::vector<const char*> input_ptrs_, output_ptrs_;
   std::vector<std::size_t> state_inputs_;  // for output k+1 (present), the input slot of its past
-  std::size_t ids_ = 0, mask_ = 0, positions_ = 0;
+  std::size_t ids_ = 0, mask_ = 0, positions_ = 0, start_ = 0;
   bool has_positions_ = false;
+  bool has_start_ = false;  // the state-reset pass's BOOL start [batch, 1]: true on the step after reset()
+  bool fresh_ = false;      // no step since reset(): the state is the empty past
   int64_t vocab_ = 0;
   std::vector<Ort::Value> feeds_;          // one per input slot; state slots carry over between steps
   std::vector<float> last_logits_;
