@@ -39,7 +39,7 @@ def export_cmd() -> None:
 @click.option("--sequence-idle-s", type=click.FloatRange(0.001, 86_400), default=60.0, show_default=True,
               help="decoders: a sequence idle this long is ended and its state dropped")
 @click.option("--threads", type=click.IntRange(0, 1024), default=0, show_default=True,
-              help="python backend: ONNX Runtime threads per instance (0: ORT's default)")
+              help="onnxruntime/python backends: ONNX Runtime threads per instance (intra_op_thread_count; 0: ORT's default)")
 @click.option("--overwrite", is_flag=True, help="replace REPO/NAME if it exists")
 @click.option("--json", "as_json", is_flag=True, help="print the export report as JSON on stdout")
 def triton_cmd(model: str, repo: str, name: str | None, backend: str, max_batch: int | None, instances: int,

@@ -52,7 +52,8 @@ class ConfigRequest:
         device: ``auto``, ``cpu`` or ``gpu`` (the instance kind).
         queue_delay_us: Encoders' dynamic batching delay; decoders' ``oldest`` strategy delay.
         idle_us: Decoders: ``max_sequence_idle_microseconds`` (a sequence idle this long is ended).
-        threads: Python backend: ONNX Runtime intra-op threads of each instance (0: ORT's default).
+        threads: ONNX Runtime intra-op threads of each instance (0: ORT's default), as the
+            ``intra_op_thread_count`` parameter (onnxruntime and python backends).
     """
 
     name: str
@@ -112,9 +113,9 @@ def build_config(sig: Signature, req: ConfigRequest) -> Any:
         _python_decoder(cfg, sig, req)
     else:
         _implicit_state_decoder(cfg, sig, req)
-    if req.backend == "python":
-        param = cfg.parameters["intra_op_threads"]
-        param.string_value = str(req.threads)
+    if req.threads > 0 and req.backend in ("python", "onnxruntime"):
+        # the name Triton's onnxruntime backend reads; parekit's model.py reads the same one
+        cfg.parameters["intra_op_thread_count"].string_value = str(req.threads)
     return cfg
 
 

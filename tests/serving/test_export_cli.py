@@ -38,7 +38,8 @@ def test_export_then_validate_a_token_pruned_encoder(run_cli, sample_path, tmp_p
     run_cli("export", "triton", model, "-o", tmp_path / "repo", "--backend", "python", "--name", "minilm_py",
             "--instances", "2", "--max-batch", "4", "--threads", "1")
     text = (tmp_path / "repo" / "minilm_py" / "config.pbtxt").read_text()
-    assert "count: 2" in text and "max_batch_size: 4" in text and 'string_value: "1"' in text
+    assert "count: 2" in text and "max_batch_size: 4" in text
+    assert 'key: "intra_op_thread_count"' in text and 'string_value: "1"' in text
     assert len(json.loads(run_cli("export", "validate", tmp_path / "repo", "--json").stdout)) == 2
 
 

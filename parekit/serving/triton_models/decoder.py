@@ -37,7 +37,7 @@ def make_session(args: dict[str, Any], config: dict[str, Any]) -> Any:
     """The ONNX Runtime session of ``model.onnx`` beside this model version."""
     path = os.path.join(args["model_repository"], str(args["model_version"]), "model.onnx")
     options = ort.SessionOptions()
-    threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0") or 0)
+    threads = int(config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value", "0") or 0)
     if threads > 0:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

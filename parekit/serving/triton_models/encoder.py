@@ -28,7 +28,7 @@ def make_session(args: dict[str, Any], config: dict[str, Any]) -> Any:
         name = "model.onnx"
     path = os.path.join(folder, name)
     options = ort.SessionOptions()
-    threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0") or 0)
+    threads = int(config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value", "0") or 0)
     if threads > 0:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
