@@ -105,18 +105,25 @@ def export_triton(model: ir.Model, source: Path, req: ExportRequest) -> dict[str
         raise ParekitError(f"{dest} exists", note="pick another --name, or --overwrite to replace it")
     if repo.exists() and not repo.is_dir():
         raise ParekitError(f"{repo}: not a folder")
-    repo.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=repo))
+    created = not repo.exists()
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=repo))
+    except OSError as exc:
+        raise ParekitError(f"cannot write {dest}: {one_line(exc)}") from exc
     try:
         files = _write(tmp, model, sig, req, text)
         summary = validate_model_dir(tmp, model=model, name=name)
         _move(tmp, dest)
-    except ParekitError:
-        raise
-    except OSError as exc:
-        raise ParekitError(f"cannot write {dest}: {one_line(exc)}") from exc
-    finally:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a repository this call made holds nothing on failure: remove it again
+            with contextlib.suppress(OSError):
+                repo.rmdir()
+        if isinstance(exc, OSError):
+            raise ParekitError(f"cannot write {dest}: {one_line(exc)}") from exc
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     logger.info("exported %s (%s, %s) to %s", name, sig.kind, req.backend, dest)
     if sig.kind == "decoder" and req.backend == "tensorrt":
         notes.append("the plan must be built from this state-reset model: Triton's I/O are checked against the "

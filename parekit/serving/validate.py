@@ -85,6 +85,8 @@ def validate_model_dir(folder: str | Path, model: ir.Model | None = None, name: 
         unchecked.append("I/O against the graph (the repository holds no ONNX model; pass it at export)")
         return {"name": cfg.name, "backend": backend, "kind": "unknown", "checked": checked, "unchecked": unchecked}
     sig = read_signature(model, str(version / "model.onnx"))
+    if backend == "python":
+        unchecked += _model_py(version / "model.py", sig.kind)
     check = _Checker(str(where), cfg.max_batch_size)
     scheduling = cfg.WhichOneof("scheduling_choice")
     if sig.kind == "encoder":
@@ -98,6 +100,20 @@ def validate_model_dir(folder: str | Path, model: ir.Model | None = None, name: 
         _implicit_state(check, cfg, sig, scheduling)
     checked.append("I/O against the graph")
     return {"name": cfg.name, "backend": backend, "kind": sig.kind, "checked": checked, "unchecked": unchecked}
+
+
+def _model_py(path: Path, kind: str) -> list[str]:
+    """Whether ``model.py`` is parekit's own for this kind of model (another one is the user's business)."""
+    from importlib import resources
+
+    template = resources.files("parekit.serving.triton_models").joinpath(f"{kind}.py").read_text(encoding="utf-8")
+    if path.read_text(encoding="utf-8", errors="replace") == template:
+        return []
+    other = "decoder" if kind == "encoder" else "encoder"
+    ours = resources.files("parekit.serving.triton_models").joinpath(f"{other}.py").read_text(encoding="utf-8")
+    if path.read_text(encoding="utf-8", errors="replace") == ours:
+        raise ParekitError(f"{path}: parekit's {other} model.py serves a{'n' if kind == 'encoder' else ''} {kind}")
+    return [f"{path.name}: not parekit's {kind} model.py (its behaviour is not checked)"]
 
 
 class _Checker:

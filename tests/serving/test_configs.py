@@ -128,3 +128,42 @@ def test_the_validator_rejects_a_broken_decoder_config(load_sample, tmp_path):
     (folder / "config.pbtxt").write_text(original.split("sequence_batching")[0] + 'backend: "python"\n')
     with pytest.raises(ParekitError, match="needs sequence_batching"):
         validate_model_dir(folder)
+
+
+def test_the_validator_knows_parekits_model_py(load_sample, tmp_path):
+    from importlib import resources
+
+    export_triton(load_sample("llama-tiny"), Path("d.onnx"), ExportRequest(repo=tmp_path / "repo", name="d",
+                                                                          backend="python"))
+    folder = tmp_path / "repo" / "d"
+    assert validate_model_dir(folder)["unchecked"] == []
+    encoder_py = resources.files("parekit.serving.triton_models").joinpath("encoder.py").read_text()
+    (folder / "1" / "model.py").write_text(encoder_py)
+    with pytest.raises(ParekitError, match="parekit's encoder model.py serves a decoder"):
+        validate_model_dir(folder)
+    (folder / "1" / "model.py").write_text("# the user's own\n")
+    assert "not parekit's decoder model.py" in validate_model_dir(folder)["unchecked"][0]
+
+
+def test_a_failed_export_leaves_no_repository_it_made(tmp_path, monkeypatch):
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    import parekit.serving.export as export
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+    def broken(*args, **kwargs):
+        raise ParekitError("validation failed on purpose")
+
+    monkeypatch.setattr(export, "validate_model_dir", broken)
+    with pytest.raises(ParekitError, match="on purpose"):
+        export_triton(model, Path("m.onnx"), ExportRequest(repo=tmp_path / "new" / "repo"))
+    assert not (tmp_path / "new" / "repo").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ParekitError, match="on purpose"):
+        export_triton(model, Path("m.onnx"), ExportRequest(repo=tmp_path / "kept"))
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
