@@ -19,7 +19,7 @@ import numpy as np
 
 from parekit.errors import MissingExtraError, ParekitError, one_line
 
-__all__ = ["TRITON_DTYPES", "format_config", "load_schema", "parse_config", "triton_dtype"]
+__all__ = ["TRITON_DTYPES", "data_type_name", "format_config", "load_schema", "parse_config", "triton_dtype"]
 
 _MODULE = "parekit._triton_model_config_pb2"
 
@@ -112,6 +112,6 @@ def format_config(message: Any) -> str:
     return str(text_format.MessageToString(message))
 
 
-def data_type_name(message: Any, value: int) -> str:
+def data_type_name(value: int) -> str:
     """The ``DataType`` enum name of ``value`` (e.g. ``TYPE_FP32``)."""
     return str(load_schema().DataType.Name(value))

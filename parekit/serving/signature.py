@@ -8,7 +8,7 @@ Read from the graph alone (no structure discovery), so graphs that discovery can
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,7 +49,6 @@ class Signature:
     states: tuple[tuple[TensorSpec, TensorSpec], ...] = ()
     start: TensorSpec | None = None
     batch_dim: str | None = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def all_inputs(self) -> tuple[TensorSpec, ...]:

@@ -139,7 +139,7 @@ class _Checker:
                 raise self.fail(f"{what}: dim {axis} is {got}, but the graph's '{spec.name}' is dynamic there (-1)")
 
     def dtype(self, what: str, value: int, spec: TensorSpec) -> None:
-        got, want = data_type_name(None, value), triton_dtype(spec.dtype, spec.name)
+        got, want = data_type_name(value), triton_dtype(spec.dtype, spec.name)
         if got != want:
             raise self.fail(f"{what}: data_type {got}, the graph's '{spec.name}' is {want}")
 

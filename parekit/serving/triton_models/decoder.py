@@ -69,6 +69,7 @@ class TritonPythonModel:
         missing = [p for p in self.feedback if p not in outputs]
         if missing or "input_ids" not in inputs or "attention_mask" not in inputs:
             raise pb_utils.TritonModelException("model.onnx does not follow parekit's KV I/O contract")
+        self.ids_dtype = _NUMPY.get(inputs["input_ids"].type, np.int64)
         self.mask_dtype = _NUMPY.get(inputs["attention_mask"].type, np.int64)
         self.positions = inputs.get("position_ids")
         self.has_start = "start" in inputs
@@ -113,7 +114,7 @@ class TritonPythonModel:
         return np.asarray(tensor.as_numpy())
 
     def _step(self, request: Any) -> Any:
-        ids = self._input(request, "input_ids").astype(np.int64, copy=False)
+        ids: np.ndarray = self._input(request, "input_ids").astype(self.ids_dtype, copy=False)
         if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
             raise _Refused(f"input_ids must be [1, n] with n ≥ 1, got {list(ids.shape)}")
         start = bool(self._input(request, "START").reshape(-1)[0])
