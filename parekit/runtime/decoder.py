@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parekit.backends.kv_contract import START_INPUT, is_empty_state, start_feeds
 from parekit.errors import BackendError, DataError, ParekitError, one_line
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 PAST_PREFIX = "past"
 PRESENT_PREFIX = "present"
-START_INPUT = "start"
 """The optional control input: BOOL ``[B, 1]``, true when the past is the empty state (equal to the
 ``state-reset`` pass's default name; the runtime may not import passes, a test keeps them equal)."""
 
@@ -190,26 +190,6 @@ def empty_state(specs: Sequence[TensorSpec], batch: int, model: str) -> State:
             dims[0] = batch
         state[spec.name] = np.zeros(dims, dtype=spec.dtype)
     return state
-
-
-def is_empty_state(specs: Sequence[TensorSpec], state: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``state`` is the prefill's empty state: every symbolic non-batch dim of every ``past*``
-    spec is 0 in its array (arrays missing from ``state`` or of another rank do not count)."""
-    for spec in specs:
-        array = state.get(spec.name)
-        if spec.shape is None or array is None or array.ndim != len(spec.shape):
-            continue
-        if any(not isinstance(d, int) and array.shape[ax] for ax, d in enumerate(spec.shape) if ax):
-            return False
-    return True
-
-
-def start_feeds(specs: Sequence[TensorSpec], state: Mapping[str, np.ndarray], batch: int) -> State:
-    """The :data:`START_INPUT` feed for a step from ``state``: ``[batch, 1]`` true when the state is empty.
-
-    Loops that build their feeds themselves add this to them when the model takes the input.
-    """
-    return {START_INPUT: np.full((batch, 1), is_empty_state(specs, state), dtype=np.bool_)}
 
 
 def check_start_input(spec: TensorSpec | None, model: str) -> str | None:

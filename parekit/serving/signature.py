@@ -15,15 +15,13 @@ import numpy as np
 
 from parekit.backends.specs import TensorSpec, specs_from_ir_values
 from parekit.errors import ParekitError, StructureError
-from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX
+from parekit.runtime.decoder import PAST_PREFIX, PRESENT_PREFIX, START_INPUT
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
 __all__ = ["START_INPUT", "Signature", "read_signature"]
 
-START_INPUT = "start"
-"""The graph input the ``state-reset`` pass adds: BOOL ``[batch, 1]``, true on a sequence's first step."""
 
 _TRITON_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/\-]{0,127}$")
 
